@@ -1,0 +1,49 @@
+"""The web app: FastAPI with the REST API, the Gradio UI mounted at /, and the reaper."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from studio.api import install_error_handlers, router
+from studio.services.context import StudioContext
+from studio.services.jobs import reap
+from studio.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _reaper_loop(ctx: StudioContext, stop: threading.Event) -> None:
+    """Requeue jobs whose worker died, checking a few times per lease."""
+    while not stop.wait(max(1.0, ctx.settings.lease_seconds / 4)):
+        try:
+            reap(ctx)
+        except Exception:
+            log.exception("reaper pass failed")
+
+
+def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
+    ctx = StudioContext.from_settings(settings)
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        reaper = threading.Thread(target=_reaper_loop, args=(ctx, stop), name="reaper", daemon=True)
+        reaper.start()
+        yield
+        stop.set()
+
+    app = FastAPI(title="Fine-tuning studio", version="0.1.0", lifespan=lifespan)
+    app.state.ctx = ctx
+    app.include_router(router)
+    install_error_handlers(app)
+    if with_ui:
+        import gradio as gr
+
+        from studio.ui.app import build_ui
+
+        app = gr.mount_gradio_app(app, build_ui(ctx), path="/")
+    return app

@@ -1,0 +1,204 @@
+"""The job config: one typed, frozen, versioned object. The UI form is built from it, the
+REST API validates with it, the DB stores it as the job's frozen config and the worker
+reads it. Every field's bounds and description are the single source for UI limits,
+help text and error messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CONFIG_VERSION = 1
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSection(Section):
+    base_model: str = Field(
+        default="demo",
+        min_length=1,
+        max_length=500,
+        description="Hugging Face hub id, a local model folder, or 'demo' (the offline demo base).",
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Run model code shipped with the checkpoint. Only for models you trust.",
+    )
+
+
+class DataSection(Section):
+    dataset_version_id: int = Field(default=0, ge=0, description="Dataset version to train on.")
+    validation_fraction: float = Field(
+        default=0.1, ge=0.0, le=0.5, description="Share of rows held out for evaluation."
+    )
+    probe_prompts: tuple[str, ...] = Field(
+        default=(),
+        max_length=16,
+        description="Instructions the model answers at every sample step; empty: held-out rows.",
+    )
+    probe_count: int = Field(
+        default=4, ge=0, le=16, description="Held-out rows shown as samples when no probes are given."
+    )
+    exact_match_rows: int = Field(
+        default=32, ge=0, le=1000, description="Held-out rows whose answers are scored (exact match) at each eval."
+    )
+
+    @field_validator("probe_prompts")
+    @classmethod
+    def _no_blank_probes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(p.strip() for p in value if p.strip())
+        if any(len(p) > 4000 for p in cleaned):
+            raise ValueError("a probe prompt is longer than 4000 characters")
+        return cleaned
+
+
+class TemplateSection(Section):
+    name: Literal["alpaca"] = Field(default="alpaca", description="How rows become text.")
+    train_on_prompt: bool = Field(
+        default=False, description="Also train on prompt tokens (default: responses only)."
+    )
+
+
+class AdapterSection(Section):
+    method: Literal["lora", "full"] = Field(
+        default="lora", description="LoRA trains small adapters; full trains every weight."
+    )
+    r: int = Field(default=8, ge=1, le=512, description="LoRA rank: adapter capacity.")
+    alpha: int = Field(default=16, ge=1, le=4096, description="LoRA scale (often 2 x rank).")
+    dropout: float = Field(default=0.05, ge=0.0, le=0.9, description="LoRA dropout.")
+    target_modules: tuple[str, ...] = Field(
+        default=(),
+        max_length=64,
+        description="Layers that get adapters; empty: every linear layer of the architecture.",
+    )
+
+
+class TrainingSection(Section):
+    learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0, description="Peak learning rate.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field(
+        default="linear", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(default=0.03, ge=0.0, le=0.5, description="Share of steps warming up.")
+    epochs: float = Field(default=3.0, gt=0.0, le=100.0, description="Passes over the training rows.")
+    max_steps: int = Field(
+        default=0, ge=0, le=1_000_000, description="Stop after this many steps (0: use epochs)."
+    )
+    batch_size: int = Field(default=8, ge=1, le=1024, description="Rows per step per device.")
+    grad_accum: int = Field(default=1, ge=1, le=1024, description="Steps summed per update.")
+    max_length: int = Field(
+        default=512, ge=16, le=131_072, description="Tokens per row; longer rows are cut."
+    )
+    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(default=1.0, ge=0.0, le=1000.0, description="Gradient clipping.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="auto: bf16 where the GPU supports it, else fp32."
+    )
+    gradient_checkpointing: bool = Field(
+        default=False, description="Save memory at ~35% extra compute."
+    )
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Seed for data order and init.")
+    sample_every: int = Field(
+        default=20, ge=1, le=100_000, description="Steps between probe generations and evals."
+    )
+    max_new_tokens: int = Field(
+        default=64, ge=1, le=4096, description="Longest probe generation, in tokens."
+    )
+
+
+class JobConfig(Section):
+    """Everything a training job needs, frozen when the job is created."""
+
+    version: Literal[1] = CONFIG_VERSION
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    template: TemplateSection = TemplateSection()
+    adapter: AdapterSection = AdapterSection()
+    training: TrainingSection = TrainingSection()
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "model": ModelSection,
+    "data": DataSection,
+    "template": TemplateSection,
+    "adapter": AdapterSection,
+    "training": TrainingSection,
+}
+
+# Presets are partial configs laid under what the user sets.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick try on CPU (demo)": {
+        "model": {"base_model": "demo"},
+        "adapter": {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "training": {
+            "learning_rate": 3e-3,
+            "scheduler": "linear",
+            "warmup_ratio": 0.05,
+            "epochs": 2.0,
+            "batch_size": 16,
+            "max_length": 128,
+            "sample_every": 25,
+            "max_new_tokens": 24,
+        },
+    },
+}
+DEMO_PRESET = "quick try on CPU (demo)"
+
+
+class ConfigError(ValueError):
+    """A config value a user set is wrong; `errors` name each field and what is wrong."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def describe_errors(exc: ValidationError, prefix: str = "config") -> list[str]:
+    """Turn pydantic's errors into 'config.training.learning_rate: must be > 0' lines."""
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        lines.append(f"{path}: {err['msg']}")
+    return lines
+
+
+def build_config(partial: Mapping[str, Any] | None = None, preset: str | None = None) -> JobConfig:
+    """Validate a partial config laid over a preset and the defaults.
+
+    Raises ConfigError naming every bad field.
+    """
+    if partial is not None and not isinstance(partial, Mapping):
+        raise ConfigError(["config: must be an object of sections"])
+    layers: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError([f"preset: unknown preset '{preset}'; choose one of {sorted(PRESETS)}"])
+        layers = deep_merge(layers, PRESETS[preset])
+    layers = deep_merge(layers, partial or {})
+    try:
+        return JobConfig.model_validate(layers)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc)) from None
+
+
+def field_path_values(config: JobConfig) -> dict[str, Any]:
+    """Flat {'training.learning_rate': 0.0002, ...} view, for forms and diffs."""
+    flat = {}
+    for section_name in SECTIONS:
+        section = getattr(config, section_name)
+        for name in type(section).model_fields:
+            flat[f"{section_name}.{name}"] = getattr(section, name)
+    return flat

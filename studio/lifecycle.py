@@ -1,0 +1,152 @@
+"""A job's state machine in the DB: queued -> running -> succeeded / failed / cancelled.
+
+Every transition is one conditional UPDATE, so two workers (or a worker and the reaper)
+can never both win. The worker side (claim, renew, finish) and the studio side (cancel,
+reap) share these functions.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+
+from studio.db import session_scope
+from studio.models import Job, JobStatus, utcnow
+
+
+def claim_job(engine: Engine, job_id: int, owner: str, lease_seconds: float) -> Optional[Job]:
+    """Take a job for `owner` if it is queued, or running with an expired lease.
+
+    Returns the claimed job, or None when another live worker has it, it is finished,
+    cancelled, or out of attempts (a redelivered task then simply exits).
+    """
+    now = time.time()
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(
+                Job.id == job_id,
+                Job.cancel_requested == False,  # noqa: E712
+                Job.attempts < Job.max_attempts,
+                or_(
+                    Job.status == JobStatus.queued,
+                    and_(Job.status == JobStatus.running, Job.lease_expires_at < now),
+                ),
+            )
+            .values(
+                status=JobStatus.running,
+                lease_owner=owner,
+                lease_expires_at=now + lease_seconds,
+                attempts=Job.attempts + 1,
+                started_at=utcnow(),
+                error=None,
+            )
+        )
+        if result.rowcount != 1:
+            _settle_unclaimable(session, job_id)
+            return None
+        return session.get(Job, job_id)
+
+
+def _settle_unclaimable(session, job_id: int) -> None:
+    """A queued job that was cancelled before it started ends as cancelled."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.queued, Job.cancel_requested == True)  # noqa: E712
+        .values(status=JobStatus.cancelled, finished_at=utcnow())
+    )
+
+
+def renew_lease(engine: Engine, job_id: int, owner: str, lease_seconds: float) -> bool:
+    """Extend the lease; False means the job is no longer ours (reaped or finished)."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
+            .values(lease_expires_at=time.time() + lease_seconds)
+        )
+        return result.rowcount == 1
+
+
+def finish_job(
+    engine: Engine, job_id: int, owner: str, status: JobStatus, error: Optional[str] = None
+) -> bool:
+    """Move our running job to a final status."""
+    assert status.finished
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
+            .values(status=status, error=error, finished_at=utcnow(), lease_expires_at=None)
+        )
+        return result.rowcount == 1
+
+
+def set_progress(engine: Engine, job_id: int, owner: str, step: int, total_steps: int) -> None:
+    with session_scope(engine) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.lease_owner == owner)
+            .values(step=step, total_steps=total_steps)
+        )
+
+
+def cancel_requested(engine: Engine, job_id: int) -> bool:
+    with session_scope(engine) as session:
+        job = session.get(Job, job_id)
+        return job is None or job.cancel_requested
+
+
+def request_cancel(engine: Engine, job_id: int) -> Optional[JobStatus]:
+    """Flag a job for cancellation. A queued job is cancelled at once; a running one
+    stops at its next step. Returns the job's status after the request."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.in_([JobStatus.queued, JobStatus.running]))
+            .values(cancel_requested=True)
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.queued)
+            .values(status=JobStatus.cancelled, finished_at=utcnow())
+        )
+        job = session.get(Job, job_id)
+        return job.status if job else None
+
+
+def reap_expired(engine: Engine) -> tuple[list[int], list[int]]:
+    """Requeue running jobs whose worker stopped renewing its lease; fail those out of
+    attempts. Returns (requeued ids, failed ids); the caller re-sends the requeued ones."""
+    now = time.time()
+    requeued, failed = [], []
+    with session_scope(engine) as session:
+        expired = session.exec(
+            select(Job).where(Job.status == JobStatus.running, Job.lease_expires_at < now)
+        ).all()
+        for job in expired:
+            out_of_attempts = job.attempts >= job.max_attempts
+            values = (
+                dict(
+                    status=JobStatus.failed,
+                    finished_at=utcnow(),
+                    error=(
+                        f"The worker running this job stopped responding {job.attempts} times "
+                        f"(attempt limit {job.max_attempts}). Check the worker's logs and memory."
+                    ),
+                )
+                if out_of_attempts
+                else dict(status=JobStatus.queued)
+            )
+            result = session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.status == JobStatus.running, Job.lease_expires_at < now)
+                .values(lease_owner=None, lease_expires_at=None, **values)
+            )
+            if result.rowcount == 1:
+                (failed if out_of_attempts else requeued).append(job.id)
+    return requeued, failed

@@ -1,0 +1,196 @@
+"""SQLModel tables, each next to the schema the API returns for it.
+
+The DB is the source of truth for a job: the broker only carries its id. Metric points,
+samples and checkpoints carry natural unique keys so an event replayed is stored once.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+# --- datasets -------------------------------------------------------------------------
+
+
+class Dataset(SQLModel, table=True):
+    __tablename__ = "dataset"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetVersion(SQLModel, table=True):
+    """An immutable snapshot of a dataset's rows (JSONL in the artifact store)."""
+
+    __tablename__ = "dataset_version"
+    __table_args__ = (UniqueConstraint("dataset_id", "number"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    dataset_id: int = Field(foreign_key="dataset.id", index=True)
+    number: int = Field(description="1, 2, 3... within its dataset")
+    content_hash: str = Field(max_length=64, description="sha256 of the snapshot file")
+    snapshot_path: str = Field(description="relative to the artifact root")
+    row_count: int
+    source_filename: str = Field(default="", max_length=500)
+    source_format: str = Field(default="", max_length=40)
+    note: str = Field(default="", max_length=500)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetPublic(SQLModel):
+    id: int
+    name: str
+    created_at: datetime
+    version_id: int
+    version: int
+    row_count: int
+    content_hash: str
+    source_filename: str
+    source_format: str
+
+
+# --- jobs -----------------------------------------------------------------------------
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "job"
+    __table_args__ = (Index("ix_job_status_lease", "status", "lease_expires_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(default="", max_length=200)
+    dataset_version_id: int = Field(foreign_key="dataset_version.id", index=True)
+    base_model: str = Field(max_length=500)
+    config_json: str = Field(sa_column=Column(Text, nullable=False))
+    config_version: int = 1
+    status: JobStatus = Field(default=JobStatus.queued, index=True)
+    attempts: int = 0
+    max_attempts: int = 3
+    lease_owner: Optional[str] = Field(default=None, max_length=200)
+    lease_expires_at: Optional[float] = Field(default=None, description="unix seconds")
+    cancel_requested: bool = False
+    step: int = 0
+    total_steps: int = 0
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    cloned_from: Optional[int] = Field(default=None, foreign_key="job.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class JobPublic(SQLModel):
+    id: int
+    name: str
+    dataset_version_id: int
+    base_model: str
+    config: dict[str, Any]
+    status: JobStatus
+    attempts: int
+    step: int
+    total_steps: int
+    cancel_requested: bool
+    error: Optional[str]
+    cloned_from: Optional[int]
+    created_at: datetime
+    started_at: Optional[datetime]
+    finished_at: Optional[datetime]
+
+
+class MetricPoint(SQLModel, table=True):
+    """One logged step: split 'train' (per step) or 'eval' (per evaluation)."""
+
+    __tablename__ = "metric_point"
+    __table_args__ = (UniqueConstraint("job_id", "split", "step"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    split: str = Field(max_length=16)
+    step: int
+    loss: Optional[float] = None
+    learning_rate: Optional[float] = None
+    grad_norm: Optional[float] = None
+    exact_match: Optional[float] = None
+    tokens_per_second: Optional[float] = None
+    epoch: Optional[float] = None
+    recorded_at: float = Field(description="unix seconds when the worker measured it")
+
+
+class MetricPublic(SQLModel):
+    step: int
+    split: str
+    loss: Optional[float]
+    learning_rate: Optional[float]
+    grad_norm: Optional[float]
+    exact_match: Optional[float]
+    tokens_per_second: Optional[float]
+    epoch: Optional[float]
+
+
+class Sample(SQLModel, table=True):
+    """A generation for one probe prompt at one step."""
+
+    __tablename__ = "sample"
+    __table_args__ = (UniqueConstraint("job_id", "step", "probe_index"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    step: int
+    probe_index: int
+    prompt: str = Field(sa_column=Column(Text, nullable=False))
+    output: str = Field(sa_column=Column(Text, nullable=False))
+    reference: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class SamplePublic(SQLModel):
+    step: int
+    probe_index: int
+    prompt: str
+    output: str
+    reference: Optional[str]
+
+
+class Checkpoint(SQLModel, table=True):
+    __tablename__ = "checkpoint"
+    __table_args__ = (UniqueConstraint("job_id", "step"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    step: int
+    path: str = Field(description="relative to the artifact root")
+    eval_loss: Optional[float] = None
+    final: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CheckpointPublic(SQLModel):
+    step: int
+    path: str
+    eval_loss: Optional[float]
+    final: bool
+    created_at: datetime
+
+
+class JobLog(SQLModel, table=True):
+    __tablename__ = "job_log"
+    __table_args__ = (UniqueConstraint("job_id", "key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    key: str = Field(max_length=64, description="'attempt:n', unique per job: replays store once")
+    level: str = Field(default="info", max_length=16)
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,161 @@
+"""Jobs: create (and enqueue), list, inspect, cancel, clone, and the reaper."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Mapping
+
+from sqlmodel import select
+
+from studio import lifecycle
+from studio.core.basemodels import DEMO, check_base_model
+from studio.core.config import DEMO_PRESET, ConfigError, JobConfig, build_config, deep_merge
+from studio.db import session_scope
+from studio.models import (
+    Checkpoint,
+    CheckpointPublic,
+    DatasetVersion,
+    Job,
+    JobLog,
+    JobPublic,
+    JobStatus,
+    MetricPoint,
+    MetricPublic,
+    Sample,
+    SamplePublic,
+)
+from studio.services.context import NotFound, StudioContext
+from studio.services.datasets import get_dataset
+from worker.celery_app import enqueue
+
+log = logging.getLogger(__name__)
+
+
+def _public(job: Job) -> JobPublic:
+    return JobPublic(config=json.loads(job.config_json), **job.model_dump(exclude={"config_json"}))
+
+
+def make_config(
+    base_model: str, dataset_version_id: int, partial: Mapping[str, Any] | None, preset: str | None
+) -> JobConfig:
+    """The frozen config for a new job. The demo base gets the demo preset unless the
+    caller names another."""
+    if preset is None and base_model.strip() == DEMO:
+        preset = DEMO_PRESET
+    fixed = {"model": {"base_model": base_model.strip()}, "data": {"dataset_version_id": dataset_version_id}}
+    config = build_config(deep_merge(partial or {}, fixed), preset=preset)
+    problem = check_base_model(config.model.base_model)
+    if problem:
+        raise ConfigError([problem])
+    return config
+
+
+def create_job(
+    ctx: StudioContext,
+    dataset_id: int,
+    base_model: str,
+    config: Mapping[str, Any] | None = None,
+    preset: str | None = None,
+    name: str = "",
+    cloned_from: int | None = None,
+) -> JobPublic:
+    """Validate, store as queued, then put the job id on the queue."""
+    dataset = get_dataset(ctx, dataset_id)
+    frozen = make_config(base_model, dataset.version_id, config, preset)
+    with session_scope(ctx.engine) as session:
+        job = Job(
+            name=name.strip()[:200] or f"{dataset.name} on {frozen.model.base_model}",
+            dataset_version_id=dataset.version_id,
+            base_model=frozen.model.base_model,
+            config_json=frozen.model_dump_json(),
+            config_version=frozen.version,
+            max_attempts=ctx.settings.max_attempts,
+            cloned_from=cloned_from,
+        )
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    try:
+        enqueue(ctx.celery, job_id)
+    except Exception as exc:  # the broker is down: say so on the job, keep it visible
+        log.exception("could not enqueue job %s", job_id)
+        with session_scope(ctx.engine) as session:
+            job = session.get(Job, job_id)
+            job.status = JobStatus.failed
+            job.error = f"Could not reach the job queue ({type(exc).__name__}: {exc}). Is the broker running?"
+    return get_job(ctx, job_id)
+
+
+def clone_job(ctx: StudioContext, job_id: int) -> JobPublic:
+    """A new queued job with the same frozen config and dataset version's dataset."""
+    source = get_job(ctx, job_id)
+    with session_scope(ctx.engine) as session:
+        dataset_id = session.get(DatasetVersion, source.dataset_version_id).dataset_id
+    config = dict(source.config)
+    config.pop("version", None)
+    return create_job(
+        ctx, dataset_id, source.base_model, config, preset="", name=f"{source.name} (clone)", cloned_from=job_id
+    )
+
+
+def get_job(ctx: StudioContext, job_id: int) -> JobPublic:
+    with session_scope(ctx.engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return _public(job)
+
+
+def list_jobs(ctx: StudioContext, limit: int = 200) -> list[JobPublic]:
+    with session_scope(ctx.engine) as session:
+        return [_public(j) for j in session.exec(select(Job).order_by(Job.id.desc()).limit(limit)).all()]
+
+
+def cancel_job(ctx: StudioContext, job_id: int) -> JobPublic:
+    get_job(ctx, job_id)
+    lifecycle.request_cancel(ctx.engine, job_id)
+    return get_job(ctx, job_id)
+
+
+def job_metrics(ctx: StudioContext, job_id: int, after_step: int = -1) -> list[MetricPublic]:
+    get_job(ctx, job_id)
+    with session_scope(ctx.engine) as session:
+        points = session.exec(
+            select(MetricPoint)
+            .where(MetricPoint.job_id == job_id, MetricPoint.step > after_step)
+            .order_by(MetricPoint.step, MetricPoint.split)
+        ).all()
+        return [MetricPublic.model_validate(p, from_attributes=True) for p in points]
+
+
+def job_samples(ctx: StudioContext, job_id: int) -> list[SamplePublic]:
+    get_job(ctx, job_id)
+    with session_scope(ctx.engine) as session:
+        samples = session.exec(
+            select(Sample).where(Sample.job_id == job_id).order_by(Sample.step, Sample.probe_index)
+        ).all()
+        return [SamplePublic.model_validate(s, from_attributes=True) for s in samples]
+
+
+def job_checkpoints(ctx: StudioContext, job_id: int) -> list[CheckpointPublic]:
+    get_job(ctx, job_id)
+    with session_scope(ctx.engine) as session:
+        rows = session.exec(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)).all()
+        return [CheckpointPublic.model_validate(c, from_attributes=True) for c in rows]
+
+
+def job_logs(ctx: StudioContext, job_id: int, limit: int = 500) -> list[str]:
+    with session_scope(ctx.engine) as session:
+        rows = session.exec(select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.id.desc()).limit(limit)).all()
+        return [f"{r.created_at:%H:%M:%S} {r.level.upper()} {r.message}" for r in reversed(rows)]
+
+
+def reap(ctx: StudioContext) -> None:
+    """Requeue jobs whose worker died (lease expired) and re-send their ids."""
+    requeued, failed = lifecycle.reap_expired(ctx.engine)
+    for job_id in requeued:
+        log.warning("job %s: worker lease expired, requeued", job_id)
+        enqueue(ctx.celery, job_id)
+    for job_id in failed:
+        log.warning("job %s: out of attempts, failed", job_id)

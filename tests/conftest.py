@@ -1,0 +1,218 @@
+"""Shared fixtures: real SQLite files, a tiny model built at test time, real Redis (the
+machine's, or a private redis-server), real worker and web-app processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+from studio.migrate import upgrade
+from studio.services.context import StudioContext
+from studio.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll until check() is truthy; return its value or fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# --- models and data ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer Llama and its tokenizer, built locally and saved like a hub checkpoint."""
+    from studio.core.demo import demo_dataset, make_llama, make_tokenizer
+    from studio.core.templates import render_prompt
+
+    rows = demo_dataset(300, seed=7)
+    corpus = [render_prompt(r) + r["output"] for r in rows]
+    tokenizer = make_tokenizer(corpus, vocab_size=400)
+    model = make_llama(tokenizer, hidden=32, layers=2, heads=2, intermediate=64, max_positions=256, seed=0)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def alpaca_file(tmp_path_factory) -> Path:
+    from studio.core.demo import demo_dataset
+
+    path = tmp_path_factory.mktemp("data") / "tasks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in demo_dataset(120, seed=3)))
+    return path
+
+
+# --- settings, DB, broker -------------------------------------------------------------
+
+
+def make_settings(data_dir: Path, **overrides) -> Settings:
+    settings = Settings(data_dir=data_dir, **overrides)
+    upgrade(settings.db_url)
+    return settings
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path / "studio-data")
+
+
+@pytest.fixture
+def ctx(settings) -> StudioContext:
+    return StudioContext.from_settings(settings)
+
+
+def _redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real Redis: the machine's at 127.0.0.1:6379 when it answers, else a private
+    redis-server; skipped (saying why) when neither exists."""
+    if _redis_answers("redis://127.0.0.1:6379/0"):
+        yield "redis://127.0.0.1:6379"
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no Redis at 127.0.0.1:6379 and no redis-server binary: apt-get install redis-server")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}"
+    wait_until(lambda: _redis_answers(url + "/0"), 10, what="private redis-server")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+_redis_db_counter = iter(range(1, 16))
+
+
+@pytest.fixture
+def redis_url(redis_server) -> Iterator[str]:
+    """A Redis database of its own for each test, flushed before and after."""
+    import redis
+
+    url = f"{redis_server}/{next(_redis_db_counter)}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+# --- processes ------------------------------------------------------------------------
+
+
+def studio_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDIO_", "REDIS_URL"))}
+    env.update(
+        STUDIO_DATA_DIR=str(settings.data_dir),
+        STUDIO_LEASE_SECONDS=str(settings.lease_seconds),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
+    )
+    if settings.broker_url:
+        env["STUDIO_BROKER_URL"] = settings.broker_url
+    return env
+
+
+class Processes:
+    """Started subprocesses, stopped at teardown (their output goes to log files)."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}-{len(self.procs)}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "studio", *args], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+
+@pytest.fixture
+def processes(tmp_path) -> Iterator[Processes]:
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    procs = Processes(log_dir)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def start_worker(processes) -> Callable[[Settings], subprocess.Popen]:
+    def start(settings: Settings, name: str = "worker") -> subprocess.Popen:
+        return processes.start(["worker", "--name", f"{name}{len(processes.procs)}"], studio_env(settings), name)
+
+    return start
+
+
+@pytest.fixture
+def start_server(processes) -> Callable[[Settings], str]:
+    """Start `studio serve` on a free port; returns its base URL once /api/health answers."""
+
+    def start(settings: Settings) -> str:
+        port = free_port()
+        proc = processes.start(["serve", "--port", str(port)], studio_env(settings), "server")
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"studio serve exited early:\n{processes.logs()}")
+            try:
+                return httpx.get(url + "/api/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, 90, interval=0.25, what="studio serve to answer /api/health")
+        return url
+
+    return start

@@ -1,0 +1,107 @@
+"""A job runs end to end through a real Celery worker process, on the embedded broker
+and on real Redis, with a real tiny model; cancel works queued and running."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from studio.models import JobStatus
+from studio.services import datasets, jobs
+from tests.conftest import make_settings, wait_until
+
+QUICK = {
+    "training": {"max_steps": 12, "batch_size": 8, "sample_every": 4, "max_length": 128, "max_new_tokens": 8},
+    "data": {"probe_count": 2, "exact_match_rows": 4},
+}
+
+
+def _launch(ctx, model_dir, alpaca_file, config=QUICK):
+    dataset, _ = datasets.create_dataset(ctx, alpaca_file.name, alpaca_file.read_bytes())
+    return jobs.create_job(ctx, dataset.id, str(model_dir), config)
+
+
+def _wait_finished(ctx, job_id, processes, timeout=180):
+    def finished():
+        job = jobs.get_job(ctx, job_id)
+        return job if job.status.finished else None
+
+    try:
+        return wait_until(finished, timeout, interval=0.2, what=f"job {job_id} to finish")
+    except AssertionError:
+        raise AssertionError(processes.logs())
+
+
+def _assert_complete_run(ctx, job_id):
+    job = jobs.get_job(ctx, job_id)
+    assert job.status == JobStatus.succeeded, job.error
+    assert job.step == job.total_steps == 12
+    train = [m for m in jobs.job_metrics(ctx, job_id) if m.split == "train"]
+    assert [m.step for m in train] == list(range(1, 13))
+    assert all(m.loss is not None and m.learning_rate is not None for m in train)
+    evals = [m for m in jobs.job_metrics(ctx, job_id) if m.split == "eval"]
+    assert [m.step for m in evals] == [0, 4, 8, 12]
+    assert all(m.loss is not None and m.exact_match is not None for m in evals)
+    samples = jobs.job_samples(ctx, job_id)
+    assert sorted({s.step for s in samples}) == [0, 4, 8, 12]
+    assert all("### Response:" in s.prompt for s in samples)
+    final = [c for c in jobs.job_checkpoints(ctx, job_id) if c.final]
+    assert len(final) == 1
+    return ctx.settings.artifacts_root / final[0].path
+
+
+def test_job_runs_on_embedded_broker(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    start_worker(ctx.settings)
+    job = _launch(ctx, tiny_model_dir, alpaca_file)
+    assert job.status == JobStatus.queued
+    _wait_finished(ctx, job.id, processes)
+    adapter = _assert_complete_run(ctx, job.id)
+    # The result is a standard PEFT adapter folder that plain peft loads.
+    assert (adapter / "adapter_config.json").is_file()
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert json.loads((adapter / "studio_job.json").read_text())["job_id"] == job.id
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(base, adapter)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def test_job_runs_on_redis(tmp_path, redis_url, tiny_model_dir, alpaca_file, start_worker, processes):
+    from studio.services.context import StudioContext
+
+    ctx = StudioContext.from_settings(make_settings(tmp_path / "data", broker_url=redis_url))
+    start_worker(ctx.settings)
+    job = _launch(ctx, tiny_model_dir, alpaca_file)
+    _wait_finished(ctx, job.id, processes)
+    _assert_complete_run(ctx, job.id)
+
+
+def test_cancel_queued_job_never_starts(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
+    job = _launch(ctx, tiny_model_dir, alpaca_file)
+    assert jobs.cancel_job(ctx, job.id).status == JobStatus.cancelled
+    follower = _launch(ctx, tiny_model_dir, alpaca_file)  # proves the worker got past it
+    start_worker(ctx.settings)
+    _wait_finished(ctx, follower.id, processes)
+    cancelled = jobs.get_job(ctx, job.id)
+    assert cancelled.status == JobStatus.cancelled and cancelled.attempts == 0
+    assert jobs.job_metrics(ctx, job.id) == []
+
+
+@pytest.mark.slow
+def test_cancel_running_job_stops_quickly(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
+    import time
+
+    long = {**QUICK, "training": {**QUICK["training"], "max_steps": 100_000, "sample_every": 1000}}
+    start_worker(ctx.settings)
+    job = _launch(ctx, tiny_model_dir, alpaca_file, long)
+    wait_until(lambda: jobs.get_job(ctx, job.id).step >= 5, 120, what="training to reach step 5")
+    asked = time.monotonic()
+    jobs.cancel_job(ctx, job.id)
+    done = _wait_finished(ctx, job.id, processes, timeout=30)
+    elapsed = time.monotonic() - asked
+    print(f"cancel -> cancelled in {elapsed:.2f}s")
+    assert done.status == JobStatus.cancelled
+    assert elapsed < 5

@@ -1,0 +1,168 @@
+"""The running job's link to the studio: events out (batched into the DB), lease renewal
+and the cancel flag in, and the Trainer callback that connects both to training."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from sqlalchemy.engine import Engine
+from transformers import TrainerCallback
+
+from studio import lifecycle
+from studio.core.config import JobConfig
+from studio.core.events import Event, EventKind
+from studio.core.paths import JobPaths
+from studio.ingest import store_events
+
+log = logging.getLogger(__name__)
+
+
+class EventWriter:
+    """Collects events and writes them in batches from a background thread, so a training
+    step never waits on the DB; the dashboard sees them within `interval` seconds."""
+
+    def __init__(self, engine: Engine, interval: float = 0.25):
+        self._engine = engine
+        self._interval = interval
+        self._queue: queue.Queue[Event] = queue.Queue()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="event-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def _drain(self) -> None:
+        batch = []
+        while True:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            store_events(self._engine, batch)
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self._interval):
+            try:
+                self._drain()
+            except Exception:  # a locked or briefly unreachable DB: retry next tick
+                log.exception("storing events failed; will retry")
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()
+        self._drain()
+
+
+@dataclass
+class JobRun:
+    """One attempt at running a job, as the recipe sees it."""
+
+    job_id: int
+    owner: str
+    attempt: int
+    config: JobConfig
+    paths: JobPaths
+    snapshot: Any  # Path of the dataset snapshot
+    engine: Engine
+    lease_seconds: float
+    writer: EventWriter
+    stop: threading.Event = field(default_factory=threading.Event)
+    lease_lost: bool = False
+    _log_counter: Any = field(default_factory=lambda: itertools.count(1))
+
+    def emit(self, kind: EventKind, step: int = 0, **data: Any) -> None:
+        self.writer.put(Event(job_id=self.job_id, kind=kind, step=step, data=data))
+
+    def log(self, message: str, level: str = "info") -> None:
+        key = f"{self.attempt}:{next(self._log_counter)}"
+        self.emit(EventKind.log, key=key, level=level, message=message)
+
+    def progress(self, step: int, total_steps: int) -> None:
+        lifecycle.set_progress(self.engine, self.job_id, self.owner, step, total_steps)
+
+
+class Heartbeat:
+    """Renews the lease every third of it and polls the cancel flag every second; either
+    ending sets `run.stop` so training halts at the next step."""
+
+    def __init__(self, run: JobRun, poll_seconds: float = 1.0):
+        self._run = run
+        self._poll = poll_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        run = self._run
+        next_renew = time.monotonic() + run.lease_seconds / 3
+        while not self._done.wait(self._poll):
+            try:
+                if lifecycle.cancel_requested(run.engine, run.job_id):
+                    run.stop.set()
+                if time.monotonic() >= next_renew:
+                    next_renew = time.monotonic() + run.lease_seconds / 3
+                    if not lifecycle.renew_lease(run.engine, run.job_id, run.owner, run.lease_seconds):
+                        run.lease_lost = True
+                        run.stop.set()
+            except Exception:  # keep beating through a transient DB error
+                log.exception("heartbeat failed; retrying")
+
+
+class StudioCallback(TrainerCallback):
+    """Streams per-step metrics, runs evaluation every `sample_every` steps, and stops
+    training when the job is cancelled or its lease is lost."""
+
+    def __init__(self, run: JobRun, evaluate: Callable[[int], None]):
+        self.run = run
+        self.evaluate = evaluate
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.run.progress(state.global_step, state.max_steps)
+        if state.global_step == 0:
+            self.evaluate(0)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs:
+            return
+        self.run.emit(
+            EventKind.train_metrics,
+            step=state.global_step,
+            loss=float(logs["loss"]),
+            learning_rate=_maybe_float(logs.get("learning_rate")),
+            grad_norm=_maybe_float(logs.get("grad_norm")),
+            epoch=_maybe_float(logs.get("epoch")),
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        step = state.global_step
+        if step % self.run.config.training.sample_every == 0 and step < state.max_steps:
+            self.evaluate(step)
+        if step % 5 == 0 or step == state.max_steps:
+            self.run.progress(step, state.max_steps)
+        if self.run.stop.is_set():
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.run.progress(state.global_step, state.max_steps)
+        if not self.run.stop.is_set():
+            self.evaluate(state.global_step)
+
+
+def _maybe_float(value: Any) -> float | None:
+    return None if value is None else float(value)

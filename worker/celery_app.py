@@ -1,0 +1,56 @@
+"""Celery settings only. The studio imports this to enqueue job ids without importing
+torch; `worker.tasks` registers the task that runs them."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from studio.settings import Settings, get_settings
+
+RUN_JOB = "studio.run_job"
+QUEUE = "training"
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("studio", broker=settings.celery_broker_url)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        task_ignore_result=True,  # the DB is the source of truth, not a result backend
+        # Long GPU tasks: ack only after the run, requeue if the process dies, take one
+        # job at a time, and a fresh process per job so GPU memory is returned.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_max_tasks_per_child=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=_transport_options(settings),
+    )
+    return app
+
+
+def _transport_options(settings: Settings) -> dict:
+    if settings.celery_broker_url.startswith("filesystem://"):
+        queue = settings.broker_dir / "queue"
+        processed = settings.broker_dir / "processed"
+        queue.mkdir(parents=True, exist_ok=True)
+        processed.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(queue),
+            "data_folder_out": str(queue),
+            "processed_folder": str(processed),
+            "store_processed": False,
+            "polling_interval": settings.broker_poll_seconds,
+        }
+    # A redelivered job id is harmless (the DB claim refuses it while the lease is live),
+    # so this only bounds how long a lost message waits before it is delivered again.
+    return {"visibility_timeout": settings.visibility_timeout_seconds}
+
+
+app = make_celery(get_settings())
+
+
+def enqueue(celery: Celery, job_id: int) -> None:
+    """Put a job id on the queue: the only thing the broker ever carries."""
+    celery.send_task(RUN_JOB, args=[job_id], queue=QUEUE)

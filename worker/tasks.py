@@ -1,0 +1,77 @@
+"""run_job(job_id): claim the job in the DB, keep its lease alive, run the recipe,
+record how it ended. The broker only ever carries the id."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+
+from studio import lifecycle
+from studio.core.config import JobConfig
+from studio.core.paths import JobPaths, resolve_inside
+from studio.db import engine_for, session_scope
+from studio.models import DatasetVersion, JobStatus
+from studio.settings import get_settings
+from worker import recipe
+from worker.callbacks import EventWriter, Heartbeat, JobRun
+from worker.celery_app import RUN_JOB, app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name=RUN_JOB)
+def run_job(job_id: int) -> str:
+    settings = get_settings()
+    engine = engine_for(settings.db_url)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    job = lifecycle.claim_job(engine, job_id, owner, settings.lease_seconds)
+    if job is None:
+        log.info("job %s: not claimable (finished, cancelled or held by a live worker)", job_id)
+        return "skipped"
+    with session_scope(engine) as session:
+        snapshot_rel = session.get(DatasetVersion, job.dataset_version_id).snapshot_path
+    writer = EventWriter(engine)
+    run = JobRun(
+        job_id=job_id,
+        owner=owner,
+        attempt=job.attempts,
+        config=JobConfig.model_validate_json(job.config_json),
+        paths=JobPaths(settings.artifacts_root, job_id),
+        snapshot=resolve_inside(settings.artifacts_root, snapshot_rel),
+        engine=engine,
+        lease_seconds=settings.lease_seconds,
+        writer=writer,
+    )
+    run.log(f"attempt {job.attempts} started on {owner}")
+    status, error = JobStatus.failed, None
+    try:
+        with Heartbeat(run):
+            outcome = recipe.run(run)
+        status = JobStatus.succeeded if outcome == "succeeded" else JobStatus.cancelled
+    except Exception as exc:
+        error = explain_failure(exc, run.config)
+        run.log(traceback.format_exc(), level="error")
+    finally:
+        writer.close()
+    if run.lease_lost:
+        return "lease lost"  # the reaper already requeued it; the next attempt owns it now
+    lifecycle.finish_job(engine, job_id, owner, status, error)
+    return status.value
+
+
+def explain_failure(exc: BaseException, config: JobConfig) -> str:
+    """A plain-language reason and what to try, for the job dashboard."""
+    text = f"{type(exc).__name__}: {exc}"
+    if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError):
+        return (
+            f"Out of memory ({text}). Lower training.batch_size (now {config.training.batch_size}) "
+            f"or training.max_length (now {config.training.max_length}), or turn on gradient checkpointing."
+        )
+    if isinstance(exc, OSError) and config.model.base_model in str(exc):
+        return (
+            f"Could not load base model '{config.model.base_model}' ({text}). Check the hub id or folder; "
+            "this machine may have no internet, so use a local folder or 'demo'."
+        )
+    return text
