@@ -32,11 +32,11 @@ def make_celery(settings: Settings) -> Celery:
 
 def _transport_options(settings: Settings) -> dict:
     if settings.celery_broker_url.startswith("filesystem://"):
-        queue = settings.broker_dir / "queue"
-        processed = settings.broker_dir / "processed"
-        queue.mkdir(parents=True, exist_ok=True)
-        processed.mkdir(parents=True, exist_ok=True)
+        queue, processed, control = (settings.broker_dir / d for d in ("queue", "processed", "control"))
+        for folder in (queue, processed, control):
+            folder.mkdir(parents=True, exist_ok=True)
         return {
+            "control_folder": str(control),  # broadcast (inspect/revoke) exchange files
             "data_folder_in": str(queue),
             "data_folder_out": str(queue),
             "processed_folder": str(processed),
