@@ -82,9 +82,10 @@ def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None) -> 
         env["STUDIO_HOST"] = host
     if port:
         env["STUDIO_PORT"] = str(port)
+    # Each child gets its own process group so stopping the worker also stops its pool.
     procs = [
-        subprocess.Popen([sys.executable, "-m", "studio", "worker"], env=env),
-        subprocess.Popen([sys.executable, "-m", "studio", "serve"], env=env),
+        subprocess.Popen([sys.executable, "-m", "studio", "worker"], env=env, start_new_session=True),
+        subprocess.Popen([sys.executable, "-m", "studio", "serve"], env=env, start_new_session=True),
     ]
     stopping = False
 
@@ -96,19 +97,33 @@ def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None) -> 
     signal.signal(signal.SIGTERM, _stop)
     try:
         while not stopping and all(p.poll() is None for p in procs):
-            time.sleep(0.5)
+            time.sleep(0.3)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    failed = [p.returncode for p in procs if p.returncode not in (0, -signal.SIGTERM, None)]
-    raise typer.Exit(1 if failed and not stopping else 0)
+        typer.echo("stopping the studio and its worker")
+        _stop_groups(procs, grace_seconds=10)
+    crashed = [p.args[-1] for p in procs if p.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL)]
+    if crashed and not stopping:
+        typer.echo(f"stopped because {', '.join(crashed)} exited", err=True)
+        raise typer.Exit(1)
+
+
+def _stop_groups(procs: list[subprocess.Popen], grace_seconds: float) -> None:
+    """SIGTERM each child's process group, then SIGKILL what is left after the grace
+    period. A job cut off this way is requeued when its lease expires."""
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker's pool child, if any
+        except ProcessLookupError:
+            pass
+        proc.wait()
 
 
 if __name__ == "__main__":

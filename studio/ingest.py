@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from sqlalchemy.dialects import postgresql, sqlite
@@ -59,7 +60,7 @@ def _rows_for(event: Event) -> tuple[Any, list[dict[str, Any]]] | None:
                 "key": data["key"],
                 "level": data.get("level", "info"),
                 "message": data["message"],
-                "created_at": utcnow(),
+                "created_at": datetime.fromtimestamp(event.ts, timezone.utc),
             }
         ]
     return None

@@ -7,8 +7,12 @@ reap) share these functions.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Optional
+
+import psutil
 
 from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Engine
@@ -46,10 +50,39 @@ def claim_job(engine: Engine, job_id: int, owner: str, lease_seconds: float) -> 
                 error=None,
             )
         )
-        if result.rowcount != 1:
+        if result.rowcount != 1 and not _take_over_dead_local_owner(session, job_id, owner, lease_seconds):
             _settle_unclaimable(session, job_id)
             return None
         return session.get(Job, job_id)
+
+
+def owner_id() -> str:
+    """This process as a lease owner: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _dead_local_owner(owner: str | None) -> bool:
+    """The owner ran on this host and its process is gone (e.g. the pool child was
+    killed): its lease is void without waiting for it to expire."""
+    if not owner or ":" not in owner:
+        return False
+    host, pid = owner.rsplit(":", 1)
+    return host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid))
+
+
+def _take_over_dead_local_owner(session, job_id: int, owner: str, lease_seconds: float) -> bool:
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.running or not _dead_local_owner(job.lease_owner):
+        return False
+    if job.cancel_requested or job.attempts >= job.max_attempts:
+        return False  # the reaper settles it
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.running, Job.lease_owner == job.lease_owner)
+        .values(lease_owner=owner, lease_expires_at=time.time() + lease_seconds, attempts=Job.attempts + 1)
+    )
+    session.expire_all()
+    return result.rowcount == 1
 
 
 def _settle_unclaimable(session, job_id: int) -> None:

@@ -167,7 +167,7 @@ class SamplePublic(SQLModel):
 
 class Checkpoint(SQLModel, table=True):
     __tablename__ = "checkpoint"
-    __table_args__ = (UniqueConstraint("job_id", "step"),)
+    __table_args__ = (UniqueConstraint("job_id", "step", "final"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     job_id: int = Field(foreign_key="job.id", index=True)
     step: int

@@ -144,6 +144,7 @@ def studio_env(settings: Settings) -> dict[str, str]:
     env.update(
         STUDIO_DATA_DIR=str(settings.data_dir),
         STUDIO_LEASE_SECONDS=str(settings.lease_seconds),
+        STUDIO_MAX_UPLOAD_MB=str(settings.max_upload_mb),
         PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
     )
@@ -187,16 +188,21 @@ def processes(tmp_path) -> Iterator[Processes]:
     procs.stop_all()
 
 
-@pytest.fixture
-def start_worker(processes) -> Callable[[Settings], subprocess.Popen]:
+@pytest.fixture(scope="module")
+def module_processes(tmp_path_factory) -> Iterator[Processes]:
+    procs = Processes(tmp_path_factory.mktemp("logs"))
+    yield procs
+    procs.stop_all()
+
+
+def worker_starter(processes: Processes) -> Callable[..., subprocess.Popen]:
     def start(settings: Settings, name: str = "worker") -> subprocess.Popen:
         return processes.start(["worker", "--name", f"{name}{len(processes.procs)}"], studio_env(settings), name)
 
     return start
 
 
-@pytest.fixture
-def start_server(processes) -> Callable[[Settings], str]:
+def server_starter(processes: Processes) -> Callable[[Settings], str]:
     """Start `studio serve` on a free port; returns its base URL once /api/health answers."""
 
     def start(settings: Settings) -> str:
@@ -216,3 +222,13 @@ def start_server(processes) -> Callable[[Settings], str]:
         return url
 
     return start
+
+
+@pytest.fixture
+def start_worker(processes) -> Callable[..., subprocess.Popen]:
+    return worker_starter(processes)
+
+
+@pytest.fixture
+def start_server(processes) -> Callable[[Settings], str]:
+    return server_starter(processes)

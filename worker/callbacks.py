@@ -9,6 +9,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
@@ -19,6 +20,7 @@ from studio.core.config import JobConfig
 from studio.core.events import Event, EventKind
 from studio.core.paths import JobPaths
 from studio.ingest import store_events
+from worker import checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,7 @@ class StudioCallback(TrainerCallback):
         self.run.progress(state.global_step, state.max_steps)
         if state.global_step == 0:
             self.evaluate(0)
+        self.run.log(f"training started at step {state.global_step} of {state.max_steps}")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -157,6 +160,15 @@ class StudioCallback(TrainerCallback):
             self.run.progress(step, state.max_steps)
         if self.run.stop.is_set():
             control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        """The Trainer has written checkpoint-<step> whole: mark it resumable, record it,
+        then prune older ones."""
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        eval_loss = getattr(self.evaluate, "last_eval_loss", None)
+        checkpoints.mark_complete(folder, state.global_step, eval_loss)
+        self.run.emit(EventKind.checkpoint, step=state.global_step, path=self.run.paths.relative(folder), eval_loss=eval_loss)
+        checkpoints.prune(folder.parent, self.run.config.training.keep_last)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.run.progress(state.global_step, state.max_steps)

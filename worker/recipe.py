@@ -2,6 +2,10 @@
 
 setup (seed, tokenizer, data, model) -> train with the HF Trainer, streaming metrics and
 probe generations -> save a standard PEFT adapter folder (or a full model folder).
+
+Resume: a requeued job continues from its newest *complete* checkpoint, which restores
+the adapter (or model) weights, optimizer, LR scheduler, RNG states and the position in
+the data (the Trainer skips the batches already seen in the current epoch).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from studio.core.datasets import read_snapshot
 from studio.core.events import EventKind
 from studio.core.metrics import mean_exact_match
 from studio.core.templates import IGNORE_INDEX, Encoded, encode_example, encode_prompt, render_prompt
+from worker import checkpoints
 from worker.callbacks import JobRun, StudioCallback
 from worker.generation import generate
 
@@ -42,7 +47,10 @@ def run(job: JobRun) -> str:
     model = load_model(cfg.model, cfg.adapter)
     job.log(f"model ready: {count_trainable(model)}")
     trainer = build_trainer(model, tokenizer, data, job)
-    trainer.train()
+    resume = checkpoints.prepare_resume(job.paths.checkpoints)
+    if resume is not None:
+        job.log(f"resuming from {job.paths.relative(resume)}")
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if job.stop.is_set():
         job.log("stopped: " + ("the lease was lost" if job.lease_lost else "cancelled by the user"))
         return "cancelled"
@@ -161,7 +169,9 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
         gradient_checkpointing=t.gradient_checkpointing,
         seed=t.seed,
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if t.save_every else "no",
+        save_steps=t.save_every or 500,
+        save_total_limit=None,  # the studio prunes, never before a newer one is complete
         eval_strategy="no",  # the studio callback evaluates, so eval and probes share a step
         report_to="none",
         disable_tqdm=True,
@@ -182,10 +192,12 @@ class Evaluator:
     def __init__(self, trainer: Trainer, tokenizer, data: PreparedData, job: JobRun):
         self.trainer, self.tokenizer, self.data, self.job = trainer, tokenizer, data, job
         self.prompts = [encode_prompt(tokenizer, row) for row in data.probes]
+        self.last_eval_loss: float | None = None
 
     def __call__(self, step: int) -> None:
         model = self.trainer.model
         eval_loss = self._eval_loss(model) if self.data.held_out else None
+        self.last_eval_loss = eval_loss
         outputs = generate(model, self.tokenizer, self.prompts, self.job.config.training.max_new_tokens)
         scored = [(out, row["output"]) for out, row in zip(outputs, self.data.probes) if row["output"] is not None]
         shown = self.job.config.data.probe_count or len(outputs)

@@ -4,8 +4,6 @@ record how it ended. The broker only ever carries the id."""
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import traceback
 
 from studio import lifecycle
@@ -25,7 +23,7 @@ log = logging.getLogger(__name__)
 def run_job(job_id: int) -> str:
     settings = get_settings()
     engine = engine_for(settings.db_url)
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    owner = lifecycle.owner_id()
     job = lifecycle.claim_job(engine, job_id, owner, settings.lease_seconds)
     if job is None:
         log.info("job %s: not claimable (finished, cancelled or held by a live worker)", job_id)

@@ -81,7 +81,7 @@ def upgrade() -> None:
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['job.id'], ),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('job_id', 'step')
+    sa.UniqueConstraint('job_id', 'step', 'final')
     )
     with op.batch_alter_table('checkpoint', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_checkpoint_job_id'), ['job_id'], unique=False)

@@ -104,6 +104,10 @@ class TrainingSection(Section):
     sample_every: int = Field(
         default=20, ge=1, le=100_000, description="Steps between probe generations and evals."
     )
+    save_every: int = Field(
+        default=50, ge=0, le=1_000_000, description="Steps between resumable checkpoints (0: only the final one)."
+    )
+    keep_last: int = Field(default=2, ge=1, le=100, description="Checkpoints kept; older ones are deleted.")
     max_new_tokens: int = Field(
         default=64, ge=1, le=4096, description="Longest probe generation, in tokens."
     )

@@ -59,7 +59,7 @@ def parse_file(filename: str, data: bytes, max_bytes: int) -> ParseResult:
         raise DatasetError([f"{filename}: the file is empty (0 bytes)"])
     if len(data) > max_bytes:
         raise DatasetError(
-            [f"{filename}: {len(data) / 1e6:.1f} MB is over the {max_bytes / 1e6:.1f} MB upload limit"]
+            [f"{filename}: {len(data) / 1e6:.3g} MB is over the {max_bytes / 1e6:.3g} MB upload limit"]
         )
     try:
         text = data.decode("utf-8-sig")  # a BOM is fine

@@ -1,0 +1,81 @@
+"""The `studio` command as users and docker-compose run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from studio.__main__ import app as cli
+from studio.settings import Settings
+from tests.conftest import ROOT, free_port, wait_until
+
+
+def test_migrate_creates_the_database(tmp_path):
+    env = {**os.environ, "STUDIO_DATA_DIR": str(tmp_path / "d")}
+    out = subprocess.run([sys.executable, "-m", "studio", "migrate"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "d" / "studio.db").is_file()
+
+
+def test_settings_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("STUDIO_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    settings = Settings()
+    assert settings.celery_broker_url == "redis://redis:6379/0"
+    assert settings.db_url == f"sqlite:///{tmp_path.resolve() / 'studio.db'}"
+    monkeypatch.delenv("REDIS_URL")
+    assert Settings().celery_broker_url == "filesystem://"
+
+
+def test_compose_runs_real_commands_with_known_settings():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    commands = {c.name or c.callback.__name__ for c in cli.registered_commands}
+    known_env = {f"STUDIO_{name.upper()}" for name in Settings.model_fields} | {"REDIS_URL"}
+    for name in ("studio", "worker"):
+        service = services[name]
+        assert service["command"][0] == "studio" and service["command"][1] in commands
+        assert set(service["environment"]) <= known_env
+        assert "studio-data:/data" in service["volumes"]
+        assert service["environment"]["REDIS_URL"].startswith("redis://redis:")
+    gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["capabilities"] == ["gpu"] and gpu["count"] == 1
+    assert "redis" in services and (ROOT / "Dockerfile").is_file()
+
+
+@pytest.mark.slow
+def test_up_starts_web_and_worker_and_stops_on_ctrl_c(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "up.log", "wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studio", "up", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        def healthy():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, 90, interval=0.3, what="studio up to serve")
+        wait_until(lambda: b"ready." in (tmp_path / "up.log").read_bytes(), 60, what="the worker to be ready")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3  # serve, worker and the worker's pool child
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+        assert proc.wait(30) == 0
+        gone, alive = psutil.wait_procs(children, timeout=5)
+        assert alive == [], f"processes left running: {alive}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (tmp_path / "data" / "studio.db").is_file()
