@@ -75,7 +75,17 @@ def _take_over_dead_local_owner(session, job_id: int, owner: str, lease_seconds:
     if job is None or job.status != JobStatus.running or not _dead_local_owner(job.lease_owner):
         return False
     if job.cancel_requested or job.attempts >= job.max_attempts:
-        return False  # the reaper settles it
+        ending = (
+            dict(status=JobStatus.cancelled, error=None)
+            if job.cancel_requested
+            else dict(status=JobStatus.failed, error=_crashed_reason(job.attempts, job.max_attempts))
+        )
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.running, Job.lease_owner == job.lease_owner)
+            .values(lease_owner=None, lease_expires_at=None, finished_at=utcnow(), **ending)
+        )
+        return False
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.running, Job.lease_owner == job.lease_owner)
@@ -152,6 +162,13 @@ def request_cancel(engine: Engine, job_id: int) -> Optional[JobStatus]:
         return job.status if job else None
 
 
+def _crashed_reason(attempts: int, max_attempts: int) -> str:
+    return (
+        f"The worker running this job died or stopped responding {attempts} times (attempt limit "
+        f"{max_attempts}). This is often memory: lower the batch size or max length, then clone the job."
+    )
+
+
 def reap_expired(engine: Engine) -> tuple[list[int], list[int]]:
     """Requeue running jobs whose worker stopped renewing its lease; fail those out of
     attempts. Returns (requeued ids, failed ids); the caller re-sends the requeued ones."""
@@ -167,10 +184,7 @@ def reap_expired(engine: Engine) -> tuple[list[int], list[int]]:
                 dict(
                     status=JobStatus.failed,
                     finished_at=utcnow(),
-                    error=(
-                        f"The worker running this job stopped responding {job.attempts} times "
-                        f"(attempt limit {job.max_attempts}). Check the worker's logs and memory."
-                    ),
+                    error=_crashed_reason(job.attempts, job.max_attempts),
                 )
                 if out_of_attempts
                 else dict(status=JobStatus.queued)

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="STUDIO_", extra="ignore", populate_by_name=True)
 
     data_dir: Path = Field(
         default=Path("./data"), description="Folder holding the DB, broker and artifacts."

@@ -140,16 +140,11 @@ def redis_url(redis_server) -> Iterator[str]:
 
 
 def studio_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a subprocess exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDIO_", "REDIS_URL"))}
-    env.update(
-        STUDIO_DATA_DIR=str(settings.data_dir),
-        STUDIO_LEASE_SECONDS=str(settings.lease_seconds),
-        STUDIO_MAX_UPLOAD_MB=str(settings.max_upload_mb),
-        PYTHONUNBUFFERED="1",
-        OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
-    )
-    if settings.broker_url:
-        env["STUDIO_BROKER_URL"] = settings.broker_url
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[f"STUDIO_{name.upper()}"] = str(value)
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
     return env
 
 

@@ -33,6 +33,7 @@ def test_settings_from_environment(monkeypatch, tmp_path):
     assert settings.db_url == f"sqlite:///{tmp_path.resolve() / 'studio.db'}"
     monkeypatch.delenv("REDIS_URL")
     assert Settings().celery_broker_url == "filesystem://"
+    assert Settings(broker_url="redis://x:1/2").celery_broker_url == "redis://x:1/2"
 
 
 def test_compose_runs_real_commands_with_known_settings():

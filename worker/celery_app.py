@@ -23,6 +23,9 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_max_tasks_per_child=1,
+        # A killed pool child has no result to wait for: requeue its job id at once
+        # (the default 10 s wait only delays the resume).
+        worker_lost_wait=1.0,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options=_transport_options(settings),
@@ -45,7 +48,13 @@ def _transport_options(settings: Settings) -> dict:
         }
     # A redelivered job id is harmless (the DB claim refuses it while the lease is live),
     # so this only bounds how long a lost message waits before it is delivered again.
-    return {"visibility_timeout": settings.visibility_timeout_seconds}
+    timeout = settings.visibility_timeout_seconds
+    return {
+        "visibility_timeout": timeout,
+        # sweep for expired unacked ids a few times per timeout (kombu's default: 100 s)
+        "unacked_restore_interval": max(1, min(10, timeout // 4)),
+        "unacked_restore_throttle": 1,
+    }
 
 
 app = make_celery(get_settings())

@@ -73,6 +73,7 @@ def test_job_runs_on_redis(tmp_path, redis_url, tiny_model_dir, alpaca_file, sta
     from studio.services.context import StudioContext
 
     ctx = StudioContext.from_settings(make_settings(tmp_path / "data", broker_url=redis_url))
+    assert ctx.celery.conf.broker_url.startswith("redis://")
     start_worker(ctx.settings)
     job = _launch(ctx, tiny_model_dir, alpaca_file)
     _wait_finished(ctx, job.id, processes)
