@@ -106,6 +106,7 @@ def direct_recipe(steps: int, workdir: Path) -> float:
     from studio.services import datasets
     from studio.services.context import StudioContext
     from worker import recipe
+    from studio.eventbus import DbSink
     from worker.callbacks import EventWriter, JobRun
     from studio.core.config import build_config, DEMO_PRESET
     from studio.core.paths import JobPaths
@@ -117,7 +118,7 @@ def direct_recipe(steps: int, workdir: Path) -> float:
     dataset, _ = datasets.create_dataset(ctx, "demo.jsonl", body)
     config = build_config({"training": {"max_steps": steps}}, preset=DEMO_PRESET)
     start = time.perf_counter()
-    writer = EventWriter(ctx.engine)
+    writer = EventWriter(DbSink(ctx.engine))
     run = JobRun(
         job_id=0, owner="bench", attempt=1, config=config, paths=JobPaths(settings.artifacts_root, 0),
         snapshot=datasets.snapshot_path(ctx, dataset.version_id), engine=ctx.engine, lease_seconds=60, writer=writer,

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from studio.api import install_error_handlers, router
+from studio.eventbus import StreamIngester
 from studio.services.context import StudioContext
 from studio.services.jobs import reap
 from studio.settings import Settings
@@ -31,8 +32,10 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        reaper = threading.Thread(target=_reaper_loop, args=(ctx, stop), name="reaper", daemon=True)
-        reaper.start()
+        threading.Thread(target=_reaper_loop, args=(ctx, stop), name="reaper", daemon=True).start()
+        if settings.event_channel == "redis":
+            ingester = StreamIngester(settings.events_redis_url, ctx.engine)
+            threading.Thread(target=ingester.run, args=(stop,), name="event-ingest", daemon=True).start()
         yield
         stop.set()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,10 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = Field(
         default=3600, ge=1, description="Redis broker: seconds before an unacked job id is redelivered."
     )
+    event_channel: Literal["db", "redis"] = Field(
+        default="db", description="How workers report: straight into the DB, or over a Redis stream."
+    )
+    events_url: str | None = Field(default=None, description="Redis for the event stream; default: the broker.")
     broker_poll_seconds: float = Field(default=0.1, gt=0, description="Embedded broker poll.")
 
     @property
@@ -46,6 +51,13 @@ class Settings(BaseSettings):
     @property
     def celery_broker_url(self) -> str:
         return self.broker_url or "filesystem://"
+
+    @property
+    def events_redis_url(self) -> str:
+        url = self.events_url or self.broker_url
+        if not url or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("STUDIO_EVENT_CHANNEL=redis needs a Redis URL (STUDIO_EVENTS_URL or the broker URL)")
+        return url
 
     @property
     def broker_dir(self) -> Path:

@@ -19,48 +19,63 @@ from studio import lifecycle
 from studio.core.config import JobConfig
 from studio.core.events import Event, EventKind
 from studio.core.paths import JobPaths
-from studio.ingest import store_events
+from studio.eventbus import EventSink
 from worker import checkpoints
 
 log = logging.getLogger(__name__)
 
 
 class EventWriter:
-    """Collects events and writes them in batches from a background thread, so a training
-    step never waits on the DB; the dashboard sees them within `interval` seconds."""
+    """Collects events and sends them in batches from a background thread, so a training
+    step never waits on the DB or Redis; the dashboard sees them within `interval`
+    seconds. A batch that cannot be sent is kept and retried, never dropped."""
 
-    def __init__(self, engine: Engine, interval: float = 0.25):
-        self._engine = engine
+    def __init__(self, sink: EventSink, interval: float = 0.25, close_timeout: float = 120.0):
+        self._sink = sink
         self._interval = interval
+        self._close_timeout = close_timeout
         self._queue: queue.Queue[Event] = queue.Queue()
+        self._pending: list[Event] = []
         self._closed = threading.Event()
+        self.sent = 0
         self._thread = threading.Thread(target=self._loop, name="event-writer", daemon=True)
         self._thread.start()
 
     def put(self, event: Event) -> None:
         self._queue.put(event)
 
-    def _drain(self) -> None:
-        batch = []
+    def _flush(self) -> None:
         while True:
             try:
-                batch.append(self._queue.get_nowait())
+                self._pending.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        if batch:
-            store_events(self._engine, batch)
+        if self._pending:
+            self._sink.send(self._pending)
+            self.sent += len(self._pending)
+            self._pending = []
 
     def _loop(self) -> None:
         while not self._closed.wait(self._interval):
             try:
-                self._drain()
-            except Exception:  # a locked or briefly unreachable DB: retry next tick
-                log.exception("storing events failed; will retry")
+                self._flush()
+            except Exception:  # DB locked or Redis restarting: keep the batch, retry
+                log.warning("sending events failed; will retry", exc_info=True)
 
     def close(self) -> None:
+        """Send everything left, retrying for up to close_timeout seconds."""
         self._closed.set()
         self._thread.join()
-        self._drain()
+        deadline = time.monotonic() + self._close_timeout
+        while True:
+            try:
+                self._flush()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    log.error("gave up sending %d events", len(self._pending) + self._queue.qsize())
+                    raise
+                time.sleep(0.5)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from studio import lifecycle
 from studio.core.config import JobConfig
 from studio.core.paths import JobPaths, resolve_inside
 from studio.db import engine_for, session_scope
+from studio.eventbus import make_sink
 from studio.models import DatasetVersion, JobStatus
 from studio.settings import get_settings
 from worker import recipe
@@ -30,7 +31,7 @@ def run_job(job_id: int) -> str:
         return "skipped"
     with session_scope(engine) as session:
         snapshot_rel = session.get(DatasetVersion, job.dataset_version_id).snapshot_path
-    writer = EventWriter(engine)
+    writer = EventWriter(make_sink(settings, engine))
     run = JobRun(
         job_id=job_id,
         owner=owner,
@@ -53,6 +54,7 @@ def run_job(job_id: int) -> str:
         run.log(traceback.format_exc(), level="error")
     finally:
         writer.close()
+        log.info("job %s attempt %s: events emitted: %d", job_id, job.attempts, writer.sent)
     if run.lease_lost:
         return "lease lost"  # the reaper already requeued it; the next attempt owns it now
     lifecycle.finish_job(engine, job_id, owner, status, error)
