@@ -58,10 +58,25 @@ def run(job: JobRun) -> str:
     return "succeeded"
 
 
-def load_tokenizer(model_cfg: ModelSection):
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolve_base_model(model_cfg.base_model), trust_remote_code=model_cfg.trust_remote_code
+class SetupError(Exception):
+    """A problem with the job's inputs (model, data, settings), worded for the user."""
+
+
+def _load_failed(what: str, model_cfg: ModelSection, exc: Exception) -> SetupError:
+    detail = (str(exc).strip().splitlines() or [""])[0][:300]
+    return SetupError(
+        f"Could not load the {what} of base model '{model_cfg.base_model}' ({type(exc).__name__}: {detail}). "
+        "Check the hub id or folder; without internet use a local model folder or 'demo'."
     )
+
+
+def load_tokenizer(model_cfg: ModelSection):
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolve_base_model(model_cfg.base_model), trust_remote_code=model_cfg.trust_remote_code
+        )
+    except Exception as exc:
+        raise _load_failed("tokenizer", model_cfg, exc) from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # only pads: labels there are masked
     return tokenizer
@@ -92,7 +107,7 @@ def prepare_data(job: JobRun, tokenizer) -> PreparedData:
     train, dropped = _encode_all(tokenizer, train_rows, cfg)
     held_out, _ = _encode_all(tokenizer, held_rows[:EVAL_ROWS], cfg)
     if not train:
-        raise ValueError(
+        raise SetupError(
             f"No training row fits in max_length={cfg.training.max_length} tokens: raise training.max_length"
         )
     if cfg.data.probe_prompts:
@@ -123,11 +138,14 @@ def _encode_all(tokenizer, rows: list[dict], cfg: JobConfig) -> tuple[list[dict]
 
 
 def load_model(model_cfg: ModelSection, adapter_cfg: AdapterSection):
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_base_model(model_cfg.base_model),
-        trust_remote_code=model_cfg.trust_remote_code,
-        dtype=torch.float32 if not torch.cuda.is_available() else "auto",
-    )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_base_model(model_cfg.base_model),
+            trust_remote_code=model_cfg.trust_remote_code,
+            dtype=torch.float32 if not torch.cuda.is_available() else "auto",
+        )
+    except Exception as exc:
+        raise _load_failed("weights", model_cfg, exc) from exc
     if adapter_cfg.method == "full":
         return model
     from peft import LoraConfig, get_peft_model

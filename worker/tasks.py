@@ -69,9 +69,6 @@ def explain_failure(exc: BaseException, config: JobConfig) -> str:
             f"Out of memory ({text}). Lower training.batch_size (now {config.training.batch_size}) "
             f"or training.max_length (now {config.training.max_length}), or turn on gradient checkpointing."
         )
-    if isinstance(exc, OSError) and config.model.base_model in str(exc):
-        return (
-            f"Could not load base model '{config.model.base_model}' ({text}). Check the hub id or folder; "
-            "this machine may have no internet, so use a local folder or 'demo'."
-        )
+    if isinstance(exc, recipe.SetupError):
+        return str(exc)
     return text

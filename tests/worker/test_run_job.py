@@ -78,31 +78,3 @@ def test_job_runs_on_redis(tmp_path, redis_url, tiny_model_dir, alpaca_file, sta
     job = _launch(ctx, tiny_model_dir, alpaca_file)
     _wait_finished(ctx, job.id, processes)
     _assert_complete_run(ctx, job.id)
-
-
-def test_cancel_queued_job_never_starts(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
-    job = _launch(ctx, tiny_model_dir, alpaca_file)
-    assert jobs.cancel_job(ctx, job.id).status == JobStatus.cancelled
-    follower = _launch(ctx, tiny_model_dir, alpaca_file)  # proves the worker got past it
-    start_worker(ctx.settings)
-    _wait_finished(ctx, follower.id, processes)
-    cancelled = jobs.get_job(ctx, job.id)
-    assert cancelled.status == JobStatus.cancelled and cancelled.attempts == 0
-    assert jobs.job_metrics(ctx, job.id) == []
-
-
-@pytest.mark.slow
-def test_cancel_running_job_stops_quickly(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
-    import time
-
-    long = {**QUICK, "training": {**QUICK["training"], "max_steps": 100_000, "sample_every": 1000}}
-    start_worker(ctx.settings)
-    job = _launch(ctx, tiny_model_dir, alpaca_file, long)
-    wait_until(lambda: jobs.get_job(ctx, job.id).step >= 5, 120, what="training to reach step 5")
-    asked = time.monotonic()
-    jobs.cancel_job(ctx, job.id)
-    done = _wait_finished(ctx, job.id, processes, timeout=30)
-    elapsed = time.monotonic() - asked
-    print(f"cancel -> cancelled in {elapsed:.2f}s")
-    assert done.status == JobStatus.cancelled
-    assert elapsed < 5
