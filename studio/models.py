@@ -112,6 +112,7 @@ class JobPublic(SQLModel):
     created_at: datetime
     started_at: Optional[datetime]
     finished_at: Optional[datetime]
+    eta_seconds: Optional[float] = None  # running jobs: from the recent step rate
 
 
 class MetricPoint(SQLModel, table=True):
@@ -141,6 +142,7 @@ class MetricPublic(SQLModel):
     exact_match: Optional[float]
     tokens_per_second: Optional[float]
     epoch: Optional[float]
+    perplexity: Optional[float] = None  # exp(loss) for eval points
 
 
 class Sample(SQLModel, table=True):

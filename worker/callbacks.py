@@ -147,17 +147,22 @@ class StudioCallback(TrainerCallback):
     def __init__(self, run: JobRun, evaluate: Callable[[int], None]):
         self.run = run
         self.evaluate = evaluate
+        self._tokens_at: tuple[int, float] = (0, time.perf_counter())  # (tokens seen, when)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.run.progress(state.global_step, state.max_steps)
         if state.global_step == 0:
             self.evaluate(0)
         self.run.log(f"training started at step {state.global_step} of {state.max_steps}")
+        self._tokens_at = (state.num_input_tokens_seen or 0, time.perf_counter())
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         if "loss" not in logs:
             return
+        tokens, now = state.num_input_tokens_seen or 0, time.perf_counter()
+        seen_before, before = self._tokens_at
+        self._tokens_at = (tokens, now)
         self.run.emit(
             EventKind.train_metrics,
             step=state.global_step,
@@ -165,6 +170,8 @@ class StudioCallback(TrainerCallback):
             learning_rate=_maybe_float(logs.get("learning_rate")),
             grad_norm=_maybe_float(logs.get("grad_norm")),
             epoch=_maybe_float(logs.get("epoch")),
+            # non-padding tokens per second since the last step (evaluation time included)
+            tokens_per_second=(tokens - seen_before) / (now - before) if tokens > seen_before else None,
         )
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -16,6 +16,7 @@ import shutil
 from dataclasses import dataclass
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -24,6 +25,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.integrations import TensorBoardCallback
 
 from studio.core.basemodels import resolve_base_model
 from studio.core.config import AdapterSection, DataSection, JobConfig, ModelSection
@@ -191,7 +193,8 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
         save_steps=t.save_every or 500,
         save_total_limit=None,  # the studio prunes, never before a newer one is complete
         eval_strategy="no",  # the studio callback evaluates, so eval and probes share a step
-        report_to="none",
+        report_to="none",  # TensorBoard is added below, writing into the job's folder
+        include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
@@ -201,6 +204,7 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
     trainer = Trainer(model=model, args=args, train_dataset=data.train, data_collator=collator)
     evaluator = Evaluator(trainer, tokenizer, data, job)
     trainer.add_callback(StudioCallback(job, evaluator))
+    trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(job.paths.tensorboard))))
     return trainer
 
 

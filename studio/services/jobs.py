@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any, Mapping
 
 from sqlmodel import select
@@ -32,8 +33,29 @@ from worker.celery_app import enqueue
 log = logging.getLogger(__name__)
 
 
-def _public(job: Job) -> JobPublic:
-    return JobPublic(config=json.loads(job.config_json), **job.model_dump(exclude={"config_json"}))
+ETA_WINDOW = 20  # recent steps the ETA's step rate is taken over
+
+
+def _public(job: Job, session) -> JobPublic:
+    public = JobPublic(config=json.loads(job.config_json), **job.model_dump(exclude={"config_json"}))
+    if job.status == JobStatus.running and job.total_steps > job.step:
+        recent = session.exec(
+            select(MetricPoint.step, MetricPoint.recorded_at)
+            .where(MetricPoint.job_id == job.id, MetricPoint.split == "train")
+            .order_by(MetricPoint.step.desc())
+            .limit(ETA_WINDOW)
+        ).all()
+        if len(recent) >= 2 and recent[0].step > recent[-1].step:
+            per_step = (recent[0].recorded_at - recent[-1].recorded_at) / (recent[0].step - recent[-1].step)
+            public.eta_seconds = round(per_step * (job.total_steps - job.step), 1)
+    return public
+
+
+def _metric_public(point: MetricPoint) -> MetricPublic:
+    public = MetricPublic.model_validate(point, from_attributes=True)
+    if point.split == "eval" and point.loss is not None:
+        public.perplexity = math.exp(min(point.loss, 50.0))
+    return public
 
 
 def make_config(
@@ -104,12 +126,12 @@ def get_job(ctx: StudioContext, job_id: int) -> JobPublic:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"job {job_id} does not exist")
-        return _public(job)
+        return _public(job, session)
 
 
 def list_jobs(ctx: StudioContext, limit: int = 200) -> list[JobPublic]:
     with session_scope(ctx.engine) as session:
-        return [_public(j) for j in session.exec(select(Job).order_by(Job.id.desc()).limit(limit)).all()]
+        return [_public(j, session) for j in session.exec(select(Job).order_by(Job.id.desc()).limit(limit)).all()]
 
 
 def cancel_job(ctx: StudioContext, job_id: int) -> JobPublic:
@@ -126,7 +148,7 @@ def job_metrics(ctx: StudioContext, job_id: int, after_step: int = -1) -> list[M
             .where(MetricPoint.job_id == job_id, MetricPoint.step > after_step)
             .order_by(MetricPoint.step, MetricPoint.split)
         ).all()
-        return [MetricPublic.model_validate(p, from_attributes=True) for p in points]
+        return [_metric_public(p) for p in points]
 
 
 def job_samples(ctx: StudioContext, job_id: int) -> list[SamplePublic]:

@@ -4,6 +4,7 @@ and on real Redis, with a real tiny model; cancel works queued and running."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -40,12 +41,16 @@ def _assert_complete_run(ctx, job_id):
     train = [m for m in jobs.job_metrics(ctx, job_id) if m.split == "train"]
     assert [m.step for m in train] == list(range(1, 13))
     assert all(m.loss is not None and m.learning_rate is not None for m in train)
+    assert all(m.tokens_per_second and m.tokens_per_second > 0 for m in train[1:])
     evals = [m for m in jobs.job_metrics(ctx, job_id) if m.split == "eval"]
     assert [m.step for m in evals] == [0, 4, 8, 12]
     assert all(m.loss is not None and m.exact_match is not None for m in evals)
+    assert all(abs(m.perplexity - math.exp(m.loss)) < 1e-6 for m in evals)
     samples = jobs.job_samples(ctx, job_id)
     assert sorted({s.step for s in samples}) == [0, 4, 8, 12]
     assert all("### Response:" in s.prompt for s in samples)
+    events = list((ctx.settings.artifacts_root / "jobs" / str(job_id) / "tensorboard").rglob("events.out.tfevents*"))
+    assert events, "no TensorBoard event file"
     final = [c for c in jobs.job_checkpoints(ctx, job_id) if c.final]
     assert len(final) == 1
     return ctx.settings.artifacts_root / final[0].path
