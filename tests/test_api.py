@@ -25,8 +25,8 @@ def _state(settings) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
 
 
-def _upload(client, name: str, data: bytes, **form):
-    return client.post("/api/datasets", files={"file": (name, data)}, data=form)
+def _upload(client, filename: str, data: bytes, **form):
+    return client.post("/api/datasets", files={"file": (filename, data)}, data=form)
 
 
 def _rows(n: int) -> list[dict]:
