@@ -1,7 +1,6 @@
 """Alembic environment: the studio's SQLModel metadata, batch mode for SQLite."""
 
 from alembic import context
-from sqlalchemy import pool
 from sqlmodel import SQLModel
 
 import studio.models  # noqa: F401  (registers the tables on SQLModel.metadata)

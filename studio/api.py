@@ -3,19 +3,29 @@ JSON answer {"detail": ..., "errors": [...]} naming the file, row or field."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+import json
+from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from studio.core.config import ConfigError
-from studio.core.datasets import DatasetError
-from studio.models import CheckpointPublic, DatasetPublic, JobPublic, MetricPublic, SamplePublic
+from studio.core.config import ConfigError, TemplateSection
+from studio.core.quality import FIXES
+from studio.core.datasets import SCHEMAS, DatasetError, ParseOptions
+from studio.models import (
+    CheckpointPublic,
+    DatasetPublic,
+    DatasetVersionPublic,
+    JobPublic,
+    MetricPublic,
+    SamplePublic,
+)
 from studio.services import datasets as dataset_service
 from studio.services import jobs as job_service
 from studio.services.context import NotFound, StudioContext
+from studio.services.datasets import FileInspection, RowPage, VersionConflict
 
 router = APIRouter(prefix="/api")
 
@@ -49,17 +59,58 @@ def health(ctx: Ctx) -> dict[str, Any]:
     return {"status": "ok", "broker": ctx.settings.celery_broker_url.split("://")[0]}
 
 
+FileType = Literal["json", "jsonl", "csv", "tsv", "parquet"]
+Schema = Literal[SCHEMAS]  # type: ignore[valid-type]
+FILE_DESCRIPTION = "JSON, JSONL, CSV, TSV or Parquet of Alpaca, chat (messages) or ShareGPT rows"
+COLUMNS_DESCRIPTION = 'Column mapping as JSON, Alpaca field -> column in the file: {"instruction": "question"}'
+
+
+def _parse_options(file_type: str | None, schema: str | None, columns: str | None) -> ParseOptions:
+    mapping: Any = {}
+    if columns and columns.strip():
+        try:
+            mapping = json.loads(columns)
+        except json.JSONDecodeError as exc:
+            raise DatasetError([f"columns: not valid JSON ({exc.msg} at column {exc.colno})"]) from None
+        if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+            raise DatasetError(['columns: expected an object like {"instruction": "question", "output": "answer"}'])
+    return ParseOptions(file_type=file_type or None, schema=schema or None, columns=mapping)
+
+
+async def _read_upload(ctx: StudioContext, file: UploadFile) -> bytes:
+    limit = int(ctx.settings.max_upload_mb * 1e6)
+    return await file.read(limit + 1)  # one byte over is enough to know it is too big
+
+
 @router.post("/datasets", status_code=201, response_model=DatasetCreated)
 async def upload_dataset(
     ctx: Ctx,
-    file: Annotated[UploadFile, File(description="JSON, JSONL, CSV or TSV of instruction rows")],
+    file: Annotated[UploadFile, File(description=FILE_DESCRIPTION)],
     name: Annotated[Optional[str], Form(max_length=200)] = None,
     accept_partial: Annotated[bool, Form(description="Keep the valid rows of a partly bad file")] = False,
+    file_type: Annotated[Optional[FileType], Form(description="Override the type the extension says")] = None,
+    row_schema: Annotated[Optional[Schema], Form(alias="schema", description="Override the detected row schema")] = None,
+    columns: Annotated[Optional[str], Form(description=COLUMNS_DESCRIPTION)] = None,
 ) -> DatasetCreated:
-    limit = int(ctx.settings.max_upload_mb * 1e6)
-    data = await file.read(limit + 1)  # one byte over is enough to know it is too big
-    dataset, skipped = dataset_service.create_dataset(ctx, file.filename or "upload", data, name, accept_partial)
+    options = _parse_options(file_type, row_schema, columns)
+    data = await _read_upload(ctx, file)
+    dataset, skipped = dataset_service.create_dataset(
+        ctx, file.filename or "upload", data, name, accept_partial, options
+    )
     return DatasetCreated(**dataset.model_dump(), skipped_rows=skipped)
+
+
+@router.post("/datasets/inspect", response_model=FileInspection)
+async def inspect_dataset_file(
+    ctx: Ctx,
+    file: Annotated[UploadFile, File(description=FILE_DESCRIPTION)],
+    file_type: Annotated[Optional[FileType], Form()] = None,
+    row_schema: Annotated[Optional[Schema], Form(alias="schema")] = None,
+    columns: Annotated[Optional[str], Form(description=COLUMNS_DESCRIPTION)] = None,
+) -> FileInspection:
+    """What auto-detection makes of a file (type, schema, columns, a sample); stores nothing."""
+    options = _parse_options(file_type, row_schema, columns)
+    return dataset_service.inspect_file(ctx, file.filename or "upload", await _read_upload(ctx, file), options)
 
 
 @router.get("/datasets", response_model=list[DatasetPublic])
@@ -75,8 +126,164 @@ def get_dataset(ctx: Ctx, dataset_id: int) -> DatasetPublic:
 @router.get("/datasets/{dataset_id}/rows")
 def dataset_rows(
     ctx: Ctx, dataset_id: int, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50
-) -> list[dict[str, str]]:
+) -> list[dict[str, Any]]:
     return dataset_service.preview_rows(ctx, dataset_id, offset, limit)
+
+
+VersionQuery = Annotated[Optional[int], Query(ge=1, description="A version id; default: the newest")]
+
+
+@router.get("/datasets/{dataset_id}/versions", response_model=list[DatasetVersionPublic])
+def dataset_versions(ctx: Ctx, dataset_id: int) -> list[DatasetVersionPublic]:
+    """The dataset's history, newest first."""
+    return dataset_service.list_versions(ctx, dataset_id)
+
+
+@router.get("/datasets/{dataset_id}/page", response_model=RowPage)
+def dataset_page(
+    ctx: Ctx,
+    dataset_id: int,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    search: Annotated[str, Query(max_length=500, description="Case-insensitive text in any field")] = "",
+    category: Annotated[Optional[str], Query(max_length=500, description="Only rows with this category")] = None,
+    category_column: Annotated[str, Query(max_length=100)] = "category",
+    version_id: VersionQuery = None,
+) -> RowPage:
+    """One page of the rows that match the search and the category filter."""
+    return dataset_service.page_rows(ctx, dataset_id, offset, limit, search, category, category_column, version_id)
+
+
+@router.get("/datasets/{dataset_id}/categories")
+def dataset_categories(
+    ctx: Ctx, dataset_id: int, column: Annotated[str, Query(max_length=100)] = "category", version_id: VersionQuery = None
+) -> dict[str, int]:
+    """Rows per value of a category column."""
+    return dataset_service.category_counts(ctx, dataset_id, column, version_id)
+
+
+class CellEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    column: str = Field(min_length=1, max_length=100)
+    value: Any = Field(description="Text; for a chat row's 'messages', the list (or its JSON)")
+    base_version_id: Optional[int] = Field(default=None, description="The version edited; refused if no longer newest")
+
+
+class RowAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    row: dict[str, Any]
+    base_version_id: Optional[int] = None
+
+
+class RowsDelete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    indices: list[int] = Field(min_length=1, max_length=100_000)
+    base_version_id: Optional[int] = None
+
+
+class Revert(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version_id: int = Field(ge=1, description="The version whose rows become the newest version")
+
+
+class SplitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    validation_fraction: float = Field(default=0.1, ge=0.0, le=0.9, description="0 removes a stored split")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    by_column: Optional[str] = Field(default=None, max_length=100, description="Split by this column's values")
+    stratify_column: Optional[str] = Field(default="category", max_length=100)
+    base_version_id: Optional[int] = None
+
+
+@router.patch("/datasets/{dataset_id}/rows/{index}", response_model=DatasetPublic)
+def edit_dataset_cell(ctx: Ctx, dataset_id: int, index: int, body: CellEdit) -> DatasetPublic:
+    """Set one cell; makes a new version."""
+    return dataset_service.edit_cell(ctx, dataset_id, index, body.column, body.value, body.base_version_id)
+
+
+@router.post("/datasets/{dataset_id}/rows", status_code=201, response_model=DatasetPublic)
+def add_dataset_row(ctx: Ctx, dataset_id: int, body: RowAdd) -> DatasetPublic:
+    """Append a row; makes a new version."""
+    return dataset_service.add_row(ctx, dataset_id, body.row, body.base_version_id)
+
+
+@router.post("/datasets/{dataset_id}/rows/delete", response_model=DatasetPublic)
+def delete_dataset_rows(ctx: Ctx, dataset_id: int, body: RowsDelete) -> DatasetPublic:
+    """Delete rows by position; makes a new version."""
+    return dataset_service.delete_rows(ctx, dataset_id, body.indices, body.base_version_id)
+
+
+@router.post("/datasets/{dataset_id}/revert", response_model=DatasetPublic)
+def revert_dataset(ctx: Ctx, dataset_id: int, body: Revert) -> DatasetPublic:
+    """Go back: a new version with an older version's rows."""
+    return dataset_service.revert_to(ctx, dataset_id, body.version_id)
+
+
+@router.post("/datasets/{dataset_id}/split", response_model=DatasetPublic)
+def split_dataset(ctx: Ctx, dataset_id: int, body: SplitRequest) -> DatasetPublic:
+    """Store a train/validation split (seeded, stratified by category, or by a column)."""
+    return dataset_service.split_dataset(
+        ctx, dataset_id, body.validation_fraction, body.seed, body.by_column, body.stratify_column, body.base_version_id
+    )
+
+
+@router.get("/datasets/{dataset_id}/export", response_class=Response)
+def export_dataset(
+    ctx: Ctx,
+    dataset_id: int,
+    format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
+    version_id: VersionQuery = None,
+) -> Response:
+    """Download a version as JSONL or as formula-safe CSV."""
+    filename, data, media = dataset_service.export_version(ctx, dataset_id, format, version_id)
+    return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+class TokenView(BaseModel):
+    """The model, template and cutoff a report or preview is computed for."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_model: str = Field(default="demo", min_length=1, max_length=500, description="Whose tokenizer counts tokens")
+    template: TemplateSection = Field(default_factory=TemplateSection)
+    max_length: int = Field(default=512, ge=16, le=131_072, description="The training cutoff, in tokens")
+    version_id: Optional[int] = Field(default=None, description="Default: the newest version")
+
+
+class QualityRequest(TokenView):
+    category_column: str = Field(default="category", max_length=100)
+
+
+class PreviewRequest(TokenView):
+    index: int = Field(ge=0, description="The row's position in the version")
+
+
+class FixRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fix: Literal[tuple(FIXES)]  # type: ignore[valid-type]
+    base_version_id: Optional[int] = None
+
+
+@router.post("/datasets/{dataset_id}/quality")
+def dataset_quality(ctx: Ctx, dataset_id: int, body: QualityRequest) -> dict[str, Any]:
+    """Duplicates, empty and short responses, token lengths against the cutoff, category
+    balance and leaking template markers, with plotly figures (JSON)."""
+    return dataset_service.quality_report(
+        ctx, dataset_id, body.base_model, body.template, body.max_length, body.category_column, body.version_id
+    )
+
+
+@router.post("/datasets/{dataset_id}/fixes", response_model=DatasetPublic)
+def fix_dataset(ctx: Ctx, dataset_id: int, body: FixRequest) -> DatasetPublic:
+    """Apply a safe fix (drop duplicates, near duplicates or empties); makes a new version."""
+    return dataset_service.apply_fix(ctx, dataset_id, body.fix, body.base_version_id)
+
+
+@router.post("/datasets/{dataset_id}/preview")
+def dataset_preview(ctx: Ctx, dataset_id: int, body: PreviewRequest) -> dict[str, Any]:
+    """One row as the model sees it: text spans trained or masked, kept or cut, and counts."""
+    return dataset_service.preview_row(
+        ctx, dataset_id, body.index, body.base_model, body.template, body.max_length, body.version_id
+    )
 
 
 @router.post("/jobs", status_code=201, response_model=JobPublic)
@@ -133,6 +340,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_request, exc: NotFound):
         return _error(404, [str(exc)])
+
+    @app.exception_handler(VersionConflict)
+    async def _conflict(_request, exc: VersionConflict):
+        return _error(409, exc.errors)
 
     @app.exception_handler(DatasetError)
     async def _bad_dataset(_request, exc: DatasetError):

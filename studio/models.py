@@ -53,7 +53,12 @@ class DatasetVersion(SQLModel, table=True):
     row_count: int
     source_filename: str = Field(default="", max_length=500)
     source_format: str = Field(default="", max_length=40)
-    note: str = Field(default="", max_length=500)
+    note: str = Field(default="", max_length=500, description="what changed from the parent")
+    parent_id: Optional[int] = Field(
+        default=None, foreign_key="dataset_version.id", description="the version this one was edited from"
+    )
+    kind: str = Field(default="alpaca", max_length=16, description="row shape: 'alpaca' or 'chat'")
+    validation_rows: int = Field(default=0, description="rows a split marked 'validation' (0: no split)")
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -67,6 +72,26 @@ class DatasetPublic(SQLModel):
     content_hash: str
     source_filename: str
     source_format: str
+    kind: str = "alpaca"
+    validation_rows: int = 0
+
+
+class DatasetVersionPublic(SQLModel):
+    """One entry of a dataset's history."""
+
+    id: int
+    dataset_id: int
+    number: int
+    content_hash: str
+    row_count: int
+    kind: str
+    note: str
+    parent_id: Optional[int]
+    validation_rows: int
+    source_filename: str
+    source_format: str
+    created_at: datetime
+    used_by_jobs: int = 0  # a version a job uses is frozen; edits always make a new one
 
 
 # --- jobs -----------------------------------------------------------------------------

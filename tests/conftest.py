@@ -42,6 +42,27 @@ def wait_until(check: Callable[[], object], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
+def wait_finished(ctx, job_id: int, processes: "Processes", timeout: float = 240):
+    """Wait for a job to reach a final status; on time-out, fail with the process logs."""
+    from studio.services import jobs
+
+    def finished():
+        job = jobs.get_job(ctx, job_id)
+        return job if job.status.finished else None
+
+    try:
+        return wait_until(finished, timeout, interval=0.2, what=f"job {job_id} to finish")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{processes.logs()}") from None
+
+
+def upload_file(ctx, path: Path) -> int:
+    """Store a dataset file through the service, returning the dataset id."""
+    from studio.services import datasets
+
+    return datasets.create_dataset(ctx, path.name, path.read_bytes())[0].id
+
+
 # --- models and data ------------------------------------------------------------------
 
 

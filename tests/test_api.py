@@ -76,6 +76,18 @@ BAD_UPLOADS = [
     ("emptyout.jsonl", b'{"instruction": "a", "output": "  "}\n', "line 1: 'output' is empty"),
     ("types.json", b'[{"instruction": ["a"], "output": "b"}]', "row 1: 'instruction' must be text"),
     ("big.jsonl", b'{"instruction": "a", "output": "b"}\n' * 2000, "over the 0.05 MB upload limit"),
+    ("truncated.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "c", "out', "line 2: invalid JSON"),
+    ("dupkeys.jsonl", b'{"instruction": "a", "output": "b", "output": "c"}\n', "line 1: field 'output' appears twice"),
+    ("cols.tsv", b"question\tanswer\nq\ta\n", "missing column 'instruction'"),
+    ("dupes.tsv", b"instruction\toutput\toutput\na\tb\tc\n", "column 'output' appears twice"),
+    ("ragged.csv", b"instruction,output\na,b,c\n", "line 2: 3 cells but the header has 2"),
+    ("empty.parquet", b"", "empty (0 bytes)"),
+    ("fake.parquet", b"this is not parquet", "not a readable Parquet file"),
+    ("chat.jsonl", b'{"messages": [{"role": "user", "content": "hi"}]}\n', "line 1: 'messages' has no assistant turn"),
+    ("roles.jsonl", b'{"messages": [{"role": "robot", "content": "hi"}]}\n', 'line 1: messages[0].role: "robot"'),
+    ("share.json", b'[{"conversations": [{"from": "human"}]}]', "row 1: conversations[0]: missing field 'value'"),
+    ("latin1.csv", "instruction,output\ncaf\u00e9,b\n".encode("latin-1"), "line 2: not UTF-8"),
+    ("notes.txt", b'{"instruction": "a", "output": "b"}\n', "unsupported file type '.txt'"),
 ]
 
 
@@ -87,6 +99,52 @@ def test_bad_upload_is_rejected_and_stores_nothing(studio, name, data, expected)
     assert response.status_code == 422, response.text
     body = response.json()
     assert name in body["detail"] and expected in body["detail"], body
+    assert (client.get("/api/datasets").json(), _state(settings)) == before
+
+
+def test_formats_and_overrides(studio):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    client, _ = studio
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    created = _upload(client, "chat.jsonl", json.dumps(chat).encode())
+    assert created.status_code == 201 and created.json()["kind"] == "chat", created.text
+    share = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]
+    created = _upload(client, "share.json", json.dumps(share).encode())
+    assert created.json()["source_format"] == "json/sharegpt"
+    assert client.get(f"/api/datasets/{created.json()['id']}/rows").json() == [chat]
+    out = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(_rows(3)), out)
+    assert _upload(client, "rows.parquet", out.getvalue()).json()["row_count"] == 3
+    mapped = _upload(client, "qa.tsv", b"q\ta\nWhy?\tBecause\n", columns='{"instruction": "q", "output": "a"}')
+    assert mapped.status_code == 201, mapped.text
+    assert client.get(f"/api/datasets/{mapped.json()['id']}/rows").json() == [
+        {"instruction": "Why?", "input": "", "output": "Because"}
+    ]
+    typed = _upload(client, "rows.txt", json.dumps(_rows(2)).encode(), file_type="json")
+    assert typed.status_code == 201 and typed.json()["source_format"] == "json/alpaca"
+    inspected = client.post("/api/datasets/inspect", files={"file": ("qa.csv", b"q,a\nWhy?,Because\n")}).json()
+    assert inspected["columns"] == ["q", "a"] and inspected["row_count"] == 0
+
+
+@pytest.mark.parametrize(
+    "form,expected",
+    [
+        ({"columns": "{nope"}, "columns: not valid JSON"),
+        ({"columns": '{"prompt": "q"}'}, "columns: 'prompt' is not an Alpaca field"),
+        ({"schema": "xml"}, "schema: Input should be"),
+        ({"file_type": "docx"}, "file_type: Input should be"),
+        ({"schema": "messages"}, "missing field 'messages'"),
+    ],
+)
+def test_bad_upload_options_store_nothing(studio, form, expected):
+    client, settings = studio
+    before = (client.get("/api/datasets").json(), _state(settings))
+    response = _upload(client, "ok.jsonl", json.dumps(_rows(1)[0]).encode(), **form)
+    assert response.status_code == 422 and expected in response.json()["detail"], response.text
     assert (client.get("/api/datasets").json(), _state(settings)) == before
 
 

@@ -26,3 +26,29 @@ def test_sqlite_pragmas(tmp_path):
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 5000
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_0002_keeps_existing_dataset_versions(tmp_path):
+    """Versions stored before 0002 read as Alpaca versions without a parent or split."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from studio.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    command.upgrade(alembic_config(url), "0001")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO dataset (id, name, created_at) VALUES (1, 'old', '2026-01-01')"))
+        conn.execute(text(
+            "INSERT INTO dataset_version (id, dataset_id, number, content_hash, snapshot_path, row_count, "
+            "source_filename, source_format, note, created_at) "
+            "VALUES (1, 1, 1, 'abc', 'datasets/ab/abc.jsonl', 3, 'a.jsonl', 'jsonl', '', '2026-01-01')"
+        ))
+    upgrade(url)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT kind, parent_id, validation_rows FROM dataset_version")).one()
+    assert tuple(row) == ("alpaca", None, 0)
+    command.downgrade(alembic_config(url), "0001")
+    upgrade(url)
+    check(url)

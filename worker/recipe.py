@@ -10,10 +10,13 @@ the data (the Trainer skips the batches already seen in the current epoch).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import logging
 import random
 import shutil
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -21,6 +24,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
+    DataCollatorWithFlattening,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -28,14 +32,25 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 
 from studio.core.basemodels import resolve_base_model
-from studio.core.config import AdapterSection, DataSection, JobConfig, ModelSection
-from studio.core.datasets import read_snapshot
+from studio.core.config import AdapterSection, DataSection, JobConfig, ModelSection, TrainingSection
+from studio.core.datasets import read_snapshot, stored_split
+from studio.core.estimate import detect_device, find_target_modules, resolve_optim, resolve_precision
 from studio.core.events import EventKind
 from studio.core.metrics import mean_exact_match
-from studio.core.templates import IGNORE_INDEX, Encoded, encode_example, encode_prompt, render_prompt
+from studio.core.templates import (
+    IGNORE_INDEX,
+    encode_prompt,
+    encode_rows,
+    finish_reply,
+    mix_general_text,
+    reference_text,
+    render_prompt,
+)
 from worker import checkpoints
 from worker.callbacks import JobRun, StudioCallback
 from worker.generation import generate
+
+_log = logging.getLogger(__name__)
 
 EVAL_ROWS = 256  # cap on held-out rows scored for eval loss: evaluation stays cheap
 
@@ -46,7 +61,7 @@ def run(job: JobRun) -> str:
     set_seed(cfg.training.seed)
     tokenizer = load_tokenizer(cfg.model)
     data = prepare_data(job, tokenizer)
-    model = load_model(cfg.model, cfg.adapter)
+    model = load_model(cfg.model, cfg.adapter, job.log)
     job.log(f"model ready: {count_trainable(model)}")
     trainer = build_trainer(model, tokenizer, data, job)
     resume = checkpoints.prepare_resume(job.paths.checkpoints)
@@ -93,7 +108,11 @@ class PreparedData:
 
 
 def split_rows(rows: list[dict], data_cfg: DataSection, seed: int) -> tuple[list[dict], list[dict]]:
-    """Seeded train / held-out split; at least one training row always remains."""
+    """The split stored with the dataset (rows marked 'validation'), else a seeded train /
+    held-out split; at least one training row always remains."""
+    stored = stored_split(rows)
+    if stored is not None:
+        return stored
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     n_held = min(int(round(len(rows) * data_cfg.validation_fraction)), len(rows) - 1)
@@ -106,7 +125,8 @@ def prepare_data(job: JobRun, tokenizer) -> PreparedData:
     cfg = job.config
     rows = read_snapshot(job.snapshot)
     train_rows, held_rows = split_rows(rows, cfg.data, cfg.training.seed)
-    train, dropped = _encode_all(tokenizer, train_rows, cfg)
+    mixed = mix_general_text(train_rows, cfg.template.general_text_share, cfg.training.seed)
+    train, dropped = _encode_all(tokenizer, mixed, cfg)
     held_out, _ = _encode_all(tokenizer, held_rows[:EVAL_ROWS], cfg)
     if not train:
         raise SetupError(
@@ -126,10 +146,7 @@ def prepare_data(job: JobRun, tokenizer) -> PreparedData:
 
 def _encode_all(tokenizer, rows: list[dict], cfg: JobConfig) -> tuple[list[dict], int]:
     encoded, dropped = [], 0
-    for row in rows:
-        example: Encoded | None = encode_example(
-            tokenizer, row, cfg.training.max_length, train_on_prompt=cfg.template.train_on_prompt
-        )
+    for example in encode_rows(tokenizer, rows, cfg.training.max_length, cfg.template):
         if example is None:
             dropped += 1
             continue
@@ -139,42 +156,142 @@ def _encode_all(tokenizer, rows: list[dict], cfg: JobConfig) -> tuple[list[dict]
     return encoded, dropped
 
 
-def load_model(model_cfg: ModelSection, adapter_cfg: AdapterSection):
+def load_model(model_cfg: ModelSection, adapter_cfg: AdapterSection, log: Callable[[str], None] = _log.info):
+    """The base model (4-bit NF4 for qlora, 8-bit for lora8bit) wrapped with LoRA
+    adapters, or the plain model for full fine-tuning."""
+    quantization = _quantization_config(adapter_cfg, log)
+    placement = {"device_map": {"": 0 if torch.cuda.is_available() else "cpu"}} if quantization else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             resolve_base_model(model_cfg.base_model),
             trust_remote_code=model_cfg.trust_remote_code,
             dtype=torch.float32 if not torch.cuda.is_available() else "auto",
+            quantization_config=quantization,
+            **placement,
         )
     except Exception as exc:
         raise _load_failed("weights", model_cfg, exc) from exc
     if adapter_cfg.method == "full":
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    if quantization is not None:
+        _keep_4bit_gradients(model)
+        # Norms and embeddings to fp32 for stable training; checkpointing is the Trainer's call.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    targets = _target_modules(model, adapter_cfg)
+    log(f"adapters ({adapter_cfg.method}, r={adapter_cfg.r}) on: {', '.join(targets)}")
     lora = LoraConfig(
         r=adapter_cfg.r,
         lora_alpha=adapter_cfg.alpha,
         lora_dropout=adapter_cfg.dropout,
-        target_modules=list(adapter_cfg.target_modules) or "all-linear",
+        target_modules=targets,
+        use_dora=adapter_cfg.use_dora,
+        use_rslora=adapter_cfg.use_rslora,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora)
 
 
+def _quantization_config(adapter_cfg: AdapterSection, log: Callable[[str], None]):
+    """bitsandbytes settings for qlora / lora8bit; None for the unquantized methods."""
+    if adapter_cfg.method not in ("qlora", "lora8bit"):
+        return None
+    label = "QLoRA" if adapter_cfg.method == "qlora" else "8-bit LoRA"
+    if importlib.util.find_spec("bitsandbytes") is None:  # the optional `gpu` extra
+        raise SetupError(f"{label} needs the bitsandbytes package on the worker: pip install 'finetune-studio[gpu]'")
+    from transformers import BitsAndBytesConfig
+
+    if not torch.cuda.is_available():
+        log(f"warning: {label} needs a CUDA GPU to be fast; this worker has none, so it runs on the CPU, slowly")
+    if adapter_cfg.method == "lora8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if torch.cuda.is_available():
+        compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        compute = torch.float32
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+
+
+def _keep_4bit_gradients(model) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for a faster kernel at
+    the first no-grad forward (a probe generation, an eval pass); training after that
+    silently loses the gradient through the frozen base. Keep the plain kernel."""
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _target_modules(model, adapter_cfg: AdapterSection) -> list[str]:
+    """The user's layer names (each must exist), or every linear layer but the head."""
+    if not adapter_cfg.target_modules:
+        return find_target_modules(model)
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in adapter_cfg.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise SetupError(
+            f"adapter.target_modules: no layer named {', '.join(missing)} in this model; "
+            f"its linear layers are: {', '.join(find_target_modules(model))}"
+        )
+    return list(adapter_cfg.target_modules)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit weights count as the values they hold."""
+    trainable = total = 0
+    for p in model.parameters():
+        quant_state = getattr(p, "quant_state", None)
+        n = quant_state.shape.numel() if quant_state is not None else p.numel()
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
+
+
 def count_trainable(model) -> str:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable, total = count_parameters(model)
     return f"{trainable:,} trainable of {total:,} parameters ({100 * trainable / total:.2f}%)"
 
 
 def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
+    """The HF Trainer for this job, with the studio's callbacks (events, evaluation,
+    cancel, checkpoints) and TensorBoard."""
     t = job.config.training
-    use_bf16 = t.precision == "bf16" or (
-        t.precision == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # Training never reads a KV cache, and packed rows need it off: with a cache the
+    # mask ignores position_ids and packed rows silently attend to each other.
+    model.config.use_cache = False
+    if t.gradient_checkpointing and hasattr(model, "peft_config"):
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed layers still get grads
+    args = training_arguments(t, str(job.paths.checkpoints), job.log)
+    trainer = Trainer(model=model, args=args, train_dataset=data.train, data_collator=make_collator(tokenizer, t))
+    evaluator = Evaluator(trainer, tokenizer, data, job)
+    trainer.add_callback(StudioCallback(job, evaluator))
+    trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(job.paths.tensorboard))))
+    return trainer
+
+
+def training_arguments(t: TrainingSection, output_dir: str, log: Callable[[str], None]) -> TrainingArguments:
+    """TrainingArguments from the job's settings, with precision and optimizer resolved
+    for this worker's device (fallbacks are logged, never silent)."""
+    device = detect_device()
+    precision, precision_note = resolve_precision(t, device)
+    optim, optim_note = resolve_optim(t, device)
+    for note in filter(None, [precision_note, optim_note]):
+        log("warning: " + note)
+    log(
+        f"training on {device.name} in {precision}"
+        + (", packed rows" if t.packing else "")
+        + (", length-grouped batches" if t.group_by_length else "")
+        + (", gradient checkpointing" if t.gradient_checkpointing else "")
     )
-    args = TrainingArguments(
-        output_dir=str(job.paths.checkpoints),
+    return TrainingArguments(
+        output_dir=output_dir,
         per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate,
@@ -184,28 +301,34 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
         max_steps=t.max_steps or -1,
         weight_decay=t.weight_decay,
         max_grad_norm=t.max_grad_norm,
-        bf16=use_bf16,
-        fp16=t.precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        optim=optim,
+        bf16=precision == "bf16",  # on a CPU: bf16 autocast, the weights stay fp32
+        fp16=precision == "fp16",
+        activation_checkpointing=t.gradient_checkpointing,  # the 5.x name of gradient checkpointing
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         seed=t.seed,
         logging_steps=1,
         save_strategy="steps" if t.save_every else "no",
         save_steps=t.save_every or 500,
         save_total_limit=None,  # the studio prunes, never before a newer one is complete
         eval_strategy="no",  # the studio callback evaluates, so eval and probes share a step
-        report_to="none",  # TensorBoard is added below, writing into the job's folder
-        include_num_input_tokens_seen="non_padding",
+        report_to="none",  # TensorBoard is added by build_trainer, writing into the job's folder
+        # Packed batches have no padding (and no attention mask to find it by).
+        include_num_input_tokens_seen="all" if t.packing else "non_padding",
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
     )
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-    trainer = Trainer(model=model, args=args, train_dataset=data.train, data_collator=collator)
-    evaluator = Evaluator(trainer, tokenizer, data, job)
-    trainer.add_callback(StudioCallback(job, evaluator))
-    trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(job.paths.tensorboard))))
-    return trainer
+
+
+def make_collator(tokenizer, training: TrainingSection):
+    """Batches of encoded rows: packed into one padding-free row (positions restart per
+    row, the first label of each row is masked so no row predicts across a boundary), or
+    padded to the longest row of the batch."""
+    if training.packing:
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
 class Evaluator:
@@ -213,7 +336,8 @@ class Evaluator:
 
     def __init__(self, trainer: Trainer, tokenizer, data: PreparedData, job: JobRun):
         self.trainer, self.tokenizer, self.data, self.job = trainer, tokenizer, data, job
-        self.prompts = [encode_prompt(tokenizer, row) for row in data.probes]
+        self.template = job.config.template
+        self.prompts = [encode_prompt(tokenizer, row, self.template) for row in data.probes]
         self.last_eval_loss: float | None = None
 
     def __call__(self, step: int) -> None:
@@ -221,16 +345,18 @@ class Evaluator:
         eval_loss = self._eval_loss(model) if self.data.held_out else None
         self.last_eval_loss = eval_loss
         outputs = generate(model, self.tokenizer, self.prompts, self.job.config.training.max_new_tokens)
-        scored = [(out, row["output"]) for out, row in zip(outputs, self.data.probes) if row["output"] is not None]
+        outputs = [finish_reply(output, self.template) for output in outputs]
+        references = [reference_text(row) for row in self.data.probes]
+        scored = [(out, ref) for out, ref in zip(outputs, references) if ref is not None]
         shown = self.job.config.data.probe_count or len(outputs)
         for index, (row, output) in enumerate(zip(self.data.probes[:shown], outputs)):
             self.job.emit(
                 EventKind.sample,
                 step=step,
                 probe_index=index,
-                prompt=render_prompt(row),
+                prompt=render_prompt(row, self.template, self.tokenizer),
                 output=output,
-                reference=row["output"],
+                reference=references[index],
             )
         self.job.emit(
             EventKind.eval_metrics,

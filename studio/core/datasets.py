@@ -1,4 +1,17 @@
-"""Reading instruction data files into normalized Alpaca rows, and dataset snapshots.
+"""Reading instruction data files into normalized rows, and dataset snapshots.
+
+Files: JSON (an array, or {"data": [...]}), JSONL, CSV, TSV and Parquet, UTF-8 with or
+without a BOM. The file type comes from the extension unless the caller names one.
+
+Row schemas, detected from the first row unless the caller names one:
+- ``alpaca``: ``instruction``, ``input`` (optional), ``output``;
+- ``messages``: ``messages`` = [{"role": system|user|assistant, "content": ...}, ...];
+- ``sharegpt``: ``conversations`` = [{"from": human|gpt|system, "value": ...}, ...].
+
+Every row is normalized to one of two internal shapes that the worker and the UI share:
+an Alpaca row ``{"instruction", "input", "output", ...extra text fields}`` or a chat row
+``{"messages": [{"role", "content"}, ...], ...extra text fields}`` (ShareGPT becomes a
+chat row). Extra text fields (a ``category``, the ``split`` a split writes) are kept.
 
 Every problem names the file, the line or row, the field and what is wrong. Parsing never
 stores anything: the caller decides, from the errors, whether to keep the valid rows.
@@ -14,27 +27,61 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 ALPACA_FIELDS = ("instruction", "input", "output")
+ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {
+    "system": "system",
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "model": "assistant",
+    "chatgpt": "assistant",
+}
+FILE_TYPES = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+}
+SCHEMAS = ("alpaca", "messages", "sharegpt")
 MAX_ERRORS = 50  # beyond this, the file is summarised instead of listed
 
 
 class DatasetError(ValueError):
-    """The file cannot be used; `errors` says where and why."""
+    """The file (or edit) cannot be used; `errors` says where and why."""
 
     def __init__(self, errors: list[str]):
         super().__init__("; ".join(errors[:5]) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))
         self.errors = errors
 
 
+@dataclass(frozen=True)
+class ParseOptions:
+    """Manual overrides of what auto-detection would choose."""
+
+    file_type: str | None = None  # json | jsonl | csv | tsv | parquet; None: from the extension
+    schema: str | None = None  # alpaca | messages | sharegpt; None: from the first row
+    columns: Mapping[str, str] = field(default_factory=dict)  # Alpaca field -> column in the file
+
+
 @dataclass
 class ParseResult:
     filename: str
-    format: str
-    rows: list[dict[str, str]] = field(default_factory=list)
+    format: str  # the file type
+    schema: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+
+    @property
+    def kind(self) -> str:
+        """'alpaca' or 'chat': the internal row shape."""
+        return row_kind_of_schema(self.schema)
 
     def add_error(self, message: str) -> None:
         self.error_count += 1
@@ -42,36 +89,62 @@ class ParseResult:
             self.errors.append(f"{self.filename} {message}")
 
 
-def detect_format(filename: str) -> str:
+def row_kind_of_schema(schema: str) -> str:
+    return "alpaca" if schema in ("alpaca", "") else "chat"
+
+
+def detect_format(filename: str, override: str | None = None) -> str:
+    """The file type: the override when given, else from the extension."""
+    if override:
+        if override not in FILE_TYPES.values():
+            raise DatasetError([f"file_type: '{override}' is not one of {', '.join(sorted(set(FILE_TYPES.values())))}"])
+        return override
     suffix = Path(filename).suffix.lower()
-    formats = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
-    if suffix not in formats:
+    if suffix not in FILE_TYPES:
         raise DatasetError(
-            [f"{filename}: unsupported file type '{suffix or '(none)'}'; use .json, .jsonl, .csv or .tsv"]
+            [f"{filename}: unsupported file type '{suffix or '(none)'}'; use .json, .jsonl, .csv, .tsv or .parquet"]
         )
-    return formats[suffix]
+    return FILE_TYPES[suffix]
 
 
-def parse_file(filename: str, data: bytes, max_bytes: int) -> ParseResult:
+def detect_schema(record: Any) -> str:
+    """The schema a (first) record looks like."""
+    if isinstance(record, dict):
+        if "messages" in record:
+            return "messages"
+        if "conversations" in record:
+            return "sharegpt"
+    return "alpaca"
+
+
+def parse_file(filename: str, data: bytes, max_bytes: int, options: ParseOptions | None = None) -> ParseResult:
     """Parse an uploaded file. Raises DatasetError when nothing in it is usable."""
-    fmt = detect_format(filename)
+    options = options or ParseOptions()
+    fmt = detect_format(filename, options.file_type)
+    if options.schema is not None and options.schema not in SCHEMAS:
+        raise DatasetError([f"schema: '{options.schema}' is not one of {', '.join(SCHEMAS)}"])
+    bad_targets = sorted(set(options.columns) - set(ALPACA_FIELDS))
+    if bad_targets:
+        raise DatasetError([f"columns: '{bad_targets[0]}' is not an Alpaca field ({', '.join(ALPACA_FIELDS)})"])
     if len(data) == 0:
         raise DatasetError([f"{filename}: the file is empty (0 bytes)"])
     if len(data) > max_bytes:
         raise DatasetError(
             [f"{filename}: {len(data) / 1e6:.3g} MB is over the {max_bytes / 1e6:.3g} MB upload limit"]
         )
-    try:
-        text = data.decode("utf-8-sig")  # a BOM is fine
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DatasetError(
-            [f"{filename} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"]
-        ) from None
     result = ParseResult(filename, fmt)
-    records = {"json": _json_records, "jsonl": _jsonl_records, "csv": _csv_records, "tsv": _csv_records}[fmt]
-    for where, record in records(text, result):
-        row = normalize_row(record, where, result)
+    if fmt == "parquet":
+        records = _parquet_records(data, result)
+    else:
+        records = {"json": _json_records, "jsonl": _jsonl_records, "csv": _csv_records, "tsv": _csv_records}[fmt](
+            _decode(filename, data), result, options
+        )
+    for where, record in records:
+        if not result.schema:
+            result.schema = options.schema or detect_schema(record)
+            if result.kind == "chat" and fmt in ("csv", "tsv"):
+                raise DatasetError([f"{filename}: CSV and TSV files hold Alpaca rows; use JSONL for conversations"])
+        row = normalize_row(rename_columns(record, options.columns), where, result)
         if row is not None:
             result.rows.append(row)
     if not result.rows:
@@ -81,13 +154,46 @@ def parse_file(filename: str, data: bytes, max_bytes: int) -> ParseResult:
     return result
 
 
-def _json_records(text: str, result: ParseResult) -> Iterator[tuple[str, Any]]:
+def _decode(filename: str, data: bytes) -> str:
     try:
-        data = json.loads(text)
+        return data.decode("utf-8-sig")  # a BOM is fine
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DatasetError(
+            [f"{filename} line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"]
+        ) from None
+
+
+def rename_columns(record: Any, columns: Mapping[str, str]) -> Any:
+    """Apply a column mapping {alpaca field: column in the file} to one record."""
+    if not columns or not isinstance(record, dict):
+        return record
+    renamed = {k: v for k, v in record.items() if k not in columns.values()}
+    for target, source in columns.items():
+        if source in record:
+            renamed[target] = record[source]
+    return renamed
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json object hook: a key given twice is an error, not a silent overwrite."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"field '{key}' appears twice")
+        seen[key] = value
+    return seen
+
+
+def _json_records(text: str, result: ParseResult, _options: ParseOptions) -> Iterator[tuple[str, Any]]:
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DatasetError(
             [f"{result.filename} line {exc.lineno}: invalid JSON at column {exc.colno} ({exc.msg})"]
         ) from None
+    except ValueError as exc:
+        raise DatasetError([f"{result.filename}: {exc}"]) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -96,75 +202,216 @@ def _json_records(text: str, result: ParseResult) -> Iterator[tuple[str, Any]]:
         yield f"row {index}", record
 
 
-def _jsonl_records(text: str, result: ParseResult) -> Iterator[tuple[str, Any]]:
+def _jsonl_records(text: str, result: ParseResult, _options: ParseOptions) -> Iterator[tuple[str, Any]]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            yield f"line {number}", json.loads(line)
+            yield f"line {number}", json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             result.add_error(f"line {number}: invalid JSON at column {exc.colno} ({exc.msg})")
+        except ValueError as exc:
+            result.add_error(f"line {number}: {exc}")
 
 
-def _csv_records(text: str, result: ParseResult) -> Iterator[tuple[str, Any]]:
+def _csv_records(text: str, result: ParseResult, options: ParseOptions) -> Iterator[tuple[str, Any]]:
     delimiter = "\t" if result.format == "tsv" else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
-        header = next(reader)
+        header = [h.strip() for h in next(reader)]
     except StopIteration:
         return
-    header = [h.strip() for h in header]
+    except csv.Error as exc:
+        raise DatasetError([f"{result.filename} line 1: {exc}"]) from None
+    check_columns(result.filename, header, options.columns)
+    try:
+        for number, values in enumerate(reader, start=2):
+            if not any(v.strip() for v in values):
+                continue
+            if len(values) != len(header):
+                result.add_error(f"line {number}: {len(values)} cells but the header has {len(header)}")
+                continue
+            yield f"line {number}", dict(zip(header, values))
+    except csv.Error as exc:
+        result.add_error(f"line {reader.line_num}: {exc}")
+
+
+def check_columns(filename: str, header: list[str], columns: Mapping[str, str]) -> None:
+    """A table's header: no name twice, mapped columns exist, the required fields are there."""
     seen: set[str] = set()
     for name in header:
         if name in seen:
-            raise DatasetError([f"{result.filename} line 1: column '{name}' appears twice in the header"])
+            raise DatasetError([f"{filename} line 1: column '{name}' appears twice in the header"])
         seen.add(name)
-    for column in ("instruction", "output"):
-        if column not in seen:
+    for target, source in columns.items():
+        if source not in seen:
             raise DatasetError(
-                [f"{result.filename} line 1: missing column '{column}' (columns found: {', '.join(header)})"]
+                [f"{filename} line 1: mapped column '{source}' (for '{target}') is not in the header "
+                 f"(columns found: {', '.join(header)})"]
             )
-    for number, values in enumerate(reader, start=2):
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            result.add_error(f"line {number}: {len(values)} cells but the header has {len(header)}")
-            continue
-        yield f"line {number}", dict(zip(header, values))
+    available = (seen - set(columns.values())) | set(columns)
+    for column in ("instruction", "output"):
+        if column not in available:
+            raise DatasetError(
+                [f"{filename} line 1: missing column '{column}' (columns found: {', '.join(header)}); "
+                 "map one of the columns to it"]
+            )
 
 
-def normalize_row(record: Any, where: str, result: ParseResult) -> dict[str, str] | None:
-    """An Alpaca row with string fields, or None after recording what is wrong."""
-    if not isinstance(record, dict):
-        result.add_error(f"{where}: expected an object with 'instruction' and 'output', found {type(record).__name__}")
-        return None
-    row: dict[str, str] = {}
-    ok = True
+def _parquet_records(data: bytes, result: ParseResult) -> Iterator[tuple[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError) as exc:
+        raise DatasetError([f"{result.filename}: not a readable Parquet file ({exc})"]) from None
+    names = table.column_names
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DatasetError([f"{result.filename}: column '{twice[0]}' appears twice"])
+    for index, record in enumerate(table.to_pylist(), start=1):
+        yield f"row {index}", record
+
+
+# --- rows -----------------------------------------------------------------------------
+
+
+def normalize_row(record: Any, where: str, result: ParseResult) -> dict[str, Any] | None:
+    """The record in the internal shape of the result's schema, or None after recording
+    what is wrong."""
+    problems: list[str] = []
+    if result.kind == "alpaca":
+        row = alpaca_row(record, problems)
+    else:
+        row = chat_row(record, problems, sharegpt=result.schema == "sharegpt")
+    for problem in problems:
+        result.add_error(f"{where}: {problem}")
+    return None if problems else row
+
+
+def _text_value(value: Any) -> str | None:
+    """A cell as text: numbers become text, None is empty; structures are not text."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def _extra_fields(record: dict, skip: Iterable[str]) -> dict[str, str]:
+    """Text fields beyond the schema's (e.g. a category); structured ones are dropped."""
+    extra = {}
     for name, value in record.items():
-        if value is None:
-            value = ""
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
-            if name in ALPACA_FIELDS:
-                result.add_error(f"{where}: '{name}' must be text, found {type(value).__name__}")
-                ok = False
-            continue  # extra structured fields are dropped, text ones kept (e.g. category)
-        row[str(name)] = value
-    for name in ("instruction", "output"):
+        text = _text_value(value)
+        if name not in skip and text is not None:
+            extra[str(name)] = text
+    return extra
+
+
+def alpaca_row(record: Any, problems: list[str]) -> dict[str, Any]:
+    """An Alpaca row with text fields; problems are appended to `problems`."""
+    if not isinstance(record, dict):
+        problems.append(f"expected an object with 'instruction' and 'output', found {type(record).__name__}")
+        return {}
+    row = _extra_fields(record, ALPACA_FIELDS)
+    for name in ALPACA_FIELDS:
         if name not in record:
-            result.add_error(f"{where}: missing field '{name}'")
-            ok = False
-        elif ok and not row.get(name, "").strip():
-            result.add_error(f"{where}: '{name}' is empty")
-            ok = False
-    if not ok:
-        return None
-    row.setdefault("input", "")
+            if name != "input":
+                problems.append(f"missing field '{name}'")
+            row[name] = ""
+            continue
+        text = _text_value(record[name])
+        if text is None:
+            problems.append(f"'{name}' must be text, found {type(record[name]).__name__}")
+        elif name != "input" and not text.strip():
+            problems.append(f"'{name}' is empty")
+        row[name] = text if text is not None else ""
     return row
 
 
-def snapshot_bytes(rows: Iterable[dict[str, str]]) -> bytes:
+def chat_row(record: Any, problems: list[str], sharegpt: bool = False) -> dict[str, Any]:
+    """A chat row {"messages": [...], ...extra}; ShareGPT turns are converted."""
+    key, role_key, text_key = ("conversations", "from", "value") if sharegpt else ("messages", "role", "content")
+    if not isinstance(record, dict):
+        problems.append(f"expected an object with '{key}', found {type(record).__name__}")
+        return {}
+    turns = record.get(key)
+    if key not in record:
+        problems.append(f"missing field '{key}'")
+        return {}
+    if not isinstance(turns, list) or not turns:
+        problems.append(f"'{key}' must be a non-empty list of {{{role_key}, {text_key}}} objects")
+        return {}
+    allowed = SHAREGPT_ROLES if sharegpt else {r: r for r in ROLES}
+    messages = []
+    for index, turn in enumerate(turns):
+        where = f"{key}[{index}]"
+        if not isinstance(turn, dict):
+            problems.append(f"{where}: expected an object, found {type(turn).__name__}")
+            continue
+        role = turn.get(role_key)
+        if role not in allowed:
+            problems.append(f"{where}.{role_key}: {json.dumps(role)} is not one of {', '.join(allowed)}")
+            continue
+        if text_key not in turn:
+            problems.append(f"{where}: missing field '{text_key}'")
+            continue
+        text = _text_value(turn[text_key])
+        if text is None:
+            problems.append(f"{where}.{text_key}: must be text, found {type(turn.get(text_key)).__name__}")
+            continue
+        messages.append({"role": allowed[role], "content": text})
+    if not problems:
+        problems.extend(check_conversation(messages, key))
+    row = _extra_fields(record, (key,))
+    row["messages"] = messages
+    return row
+
+
+def check_conversation(messages: list[dict[str, str]], key: str = "messages") -> list[str]:
+    """What makes a conversation unusable for training, if anything."""
+    problems = []
+    for index, message in enumerate(messages):
+        if message["role"] == "system" and index > 0:
+            problems.append(f"{key}[{index}]: a system message may only come first")
+        if message["role"] == "assistant" and not message["content"].strip():
+            problems.append(f"{key}[{index}] (assistant): the reply is empty")
+    turns = [m["role"] for m in messages if m["role"] != "system"]
+    if "assistant" not in turns:
+        problems.append(f"'{key}' has no assistant turn to learn from")
+    elif turns[0] != "user":
+        problems.append(f"'{key}' must start with a user turn (after an optional system message)")
+    elif turns[-1] != "assistant":
+        problems.append(f"'{key}' must end with an assistant reply (the last turn is '{turns[-1]}')")
+    return problems
+
+
+def validate_row(row: Any, kind: str) -> tuple[dict[str, Any], list[str]]:
+    """An edited or added row normalized to the internal shape of `kind`, and its problems."""
+    problems: list[str] = []
+    normalized = alpaca_row(row, problems) if kind == "alpaca" else chat_row(row, problems)
+    return normalized, problems
+
+
+def response_text(row: Mapping[str, Any]) -> str:
+    """All the text a row trains on: the output, or the assistant turns joined."""
+    if "messages" in row:
+        return "\n".join(m["content"] for m in row["messages"] if m["role"] == "assistant")
+    return str(row.get("output") or "")
+
+
+def row_text(row: Mapping[str, Any]) -> str:
+    """A row's whole text (prompt and response), for search and duplicate checks."""
+    if "messages" in row:
+        return "\n".join(m["content"] for m in row["messages"])
+    return "\n".join(str(row.get(f) or "") for f in ALPACA_FIELDS)
+
+
+# --- snapshots ------------------------------------------------------------------------
+
+
+def snapshot_bytes(rows: Iterable[dict[str, Any]]) -> bytes:
     """Canonical JSONL: the same rows always give the same bytes (and hash)."""
     return b"".join(
         json.dumps(row, ensure_ascii=False, sort_keys=True).encode("utf-8") + b"\n" for row in rows
@@ -190,6 +437,16 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def read_snapshot(path: Path) -> list[dict[str, str]]:
+def read_snapshot(path: Path) -> list[dict[str, Any]]:
     with path.open("r", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def stored_split(rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]] | None:
+    """(train, validation) rows when the dataset carries a split (a `split` field written
+    by a split); None when it does not, and the job splits at random."""
+    if not rows or not any(row.get("split") == "validation" for row in rows):
+        return None
+    train = [row for row in rows if row.get("split") != "validation"]
+    held = [row for row in rows if row.get("split") == "validation"]
+    return (train, held) if train else None

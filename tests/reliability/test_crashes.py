@@ -4,7 +4,6 @@ prints its figures (run with -s to see them)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -12,9 +11,9 @@ import time
 import pytest
 
 from studio.models import JobStatus
-from studio.services import datasets, jobs
+from studio.services import jobs
 from studio.services.context import StudioContext
-from tests.conftest import make_settings, wait_until
+from tests.conftest import make_settings, upload_file, wait_finished, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +27,6 @@ RESUMABLE = {
 }
 
 
-def _dataset(ctx, alpaca_file) -> int:
-    return datasets.create_dataset(ctx, alpaca_file.name, alpaca_file.read_bytes())[0].id
-
-
 def _owner_pid(ctx, job_id) -> int | None:
     from studio.db import session_scope
     from studio.models import Job
@@ -41,17 +36,6 @@ def _owner_pid(ctx, job_id) -> int | None:
         if job.status != JobStatus.running or not job.lease_owner:
             return None
         return int(job.lease_owner.rsplit(":", 1)[1])
-
-
-def _finished(ctx, job_id, processes, timeout=240):
-    def done():
-        job = jobs.get_job(ctx, job_id)
-        return job if job.status.finished else None
-
-    try:
-        return wait_until(done, timeout, interval=0.2, what=f"job {job_id} to finish")
-    except AssertionError:
-        raise AssertionError(processes.logs())
 
 
 def _train_losses(ctx, job_id) -> dict[int, float]:
@@ -75,13 +59,13 @@ def _kill_after_checkpoint(ctx, job_id, checkpoint_step: int) -> tuple[float, in
 
 
 def test_r1_kill_9_resumes_with_a_continuous_loss_curve(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
-    dataset_id = _dataset(ctx, alpaca_file)
+    dataset_id = upload_file(ctx, alpaca_file)
     start_worker(ctx.settings)
     reference = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), RESUMABLE)
-    assert _finished(ctx, reference.id, processes).status == JobStatus.succeeded
+    assert wait_finished(ctx, reference.id, processes).status == JobStatus.succeeded
     victim = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), RESUMABLE)
     killed_at, step_at_kill = _kill_after_checkpoint(ctx, victim.id, 10)
-    done = _finished(ctx, victim.id, processes)
+    done = wait_finished(ctx, victim.id, processes)
     assert done.status == JobStatus.succeeded, done.error
     assert done.attempts == 2
 
@@ -116,7 +100,7 @@ def _records(ctx, job_id) -> list[dict]:
 def test_r2_half_written_checkpoint_is_never_resumed(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
     """A crash while checkpoint-20 is being written leaves a folder without the
     completion marker; the resume must use checkpoint-10."""
-    dataset_id = _dataset(ctx, alpaca_file)
+    dataset_id = upload_file(ctx, alpaca_file)
     start_worker(ctx.settings)
     job = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), RESUMABLE)
     # Stop the worker from training on, as a kill -9 mid-write does, right after step 10.
@@ -126,7 +110,7 @@ def test_r2_half_written_checkpoint_is_never_resumed(ctx, tiny_model_dir, alpaca
     partial.mkdir(parents=True, exist_ok=True)
     (partial / "adapter_model.safetensors").write_bytes(b"\x00" * 100)
     (partial / "trainer_state.json").write_text('{"global_step": 20')
-    done = _finished(ctx, job.id, processes)
+    done = wait_finished(ctx, job.id, processes)
     assert done.status == JobStatus.succeeded, done.error
     logs = "\n".join(jobs.job_logs(ctx, job.id))
     assert f"resuming from jobs/{job.id}/checkpoints/checkpoint-10" in logs
@@ -140,8 +124,8 @@ def test_r3_redelivered_task_runs_the_job_once(tmp_path, redis_url, tiny_model_d
     env_settings = settings
     start_worker(env_settings, name="a")
     start_worker(env_settings, name="b")
-    job = jobs.create_job(ctx, _dataset(ctx, alpaca_file), str(tiny_model_dir), RESUMABLE)
-    done = _finished(ctx, job.id, processes)
+    job = jobs.create_job(ctx, upload_file(ctx, alpaca_file), str(tiny_model_dir), RESUMABLE)
+    done = wait_finished(ctx, job.id, processes)
     assert done.status == JobStatus.succeeded, done.error
     starts = [line for line in jobs.job_logs(ctx, job.id) if "started on" in line]
     worker_logs = "".join(p.read_text() for p in processes.log_dir.glob("*.log"))
@@ -155,7 +139,7 @@ def test_r3_redelivered_task_runs_the_job_once(tmp_path, redis_url, tiny_model_d
 
 
 def test_r8_always_crashing_job_fails_and_queue_moves(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
-    dataset_id = _dataset(ctx, alpaca_file)
+    dataset_id = upload_file(ctx, alpaca_file)
     crasher = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), RESUMABLE)
     follower = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), {"training": {"max_steps": 3}})
     start_worker(ctx.settings)
@@ -176,4 +160,4 @@ def test_r8_always_crashing_job_fails_and_queue_moves(ctx, tiny_model_dir, alpac
     assert failed.status == JobStatus.failed
     assert failed.attempts == ctx.settings.max_attempts == kills
     assert "died or stopped responding 3 times" in failed.error
-    assert _finished(ctx, follower.id, processes).status == JobStatus.succeeded
+    assert wait_finished(ctx, follower.id, processes).status == JobStatus.succeeded

@@ -17,10 +17,10 @@ from sqlmodel import select
 
 from studio.db import session_scope
 from studio.models import Checkpoint, JobLog, JobStatus, MetricPoint, Sample
-from studio.services import datasets, jobs
+from studio.services import jobs
 from studio.services.context import StudioContext
-from tests.conftest import free_port, make_settings, wait_until
-from tests.reliability.test_crashes import RESUMABLE, _finished
+from tests.conftest import free_port, make_settings, upload_file, wait_finished, wait_until
+from tests.reliability.test_crashes import RESUMABLE
 
 pytestmark = [
     pytest.mark.slow,
@@ -92,14 +92,13 @@ def _launch(tmp_path, private_redis, alpaca_file, tiny_model_dir, start_server, 
     ctx = StudioContext.from_settings(settings)
     start_server(settings)
     start_worker(settings)
-    dataset = datasets.create_dataset(ctx, alpaca_file.name, alpaca_file.read_bytes())[0]
-    job = jobs.create_job(ctx, dataset.id, str(tiny_model_dir), RESUMABLE)
+    job = jobs.create_job(ctx, upload_file(ctx, alpaca_file), str(tiny_model_dir), RESUMABLE)
     wait_until(lambda: jobs.get_job(ctx, job.id).step >= 10, 180, what="training to pass step 10")
     return settings, ctx, job
 
 
 def _settle(ctx, job, processes) -> tuple[int, int]:
-    done = _finished(ctx, job.id, processes)
+    done = wait_finished(ctx, job.id, processes)
     assert done.status == JobStatus.succeeded, done.error
     emitted = _emitted(processes, job.id)
     wait_until(lambda: _stored(ctx, job.id) >= emitted, 30, what="the ingester to catch up")

@@ -10,16 +10,12 @@ import time
 import pytest
 
 from studio.models import JobStatus
-from studio.services import datasets, jobs
+from studio.services import jobs
 from studio.services.context import StudioContext
-from tests.conftest import make_settings, wait_until
-from tests.reliability.test_crashes import RESUMABLE, _finished
+from tests.conftest import make_settings, upload_file, wait_finished, wait_until
+from tests.reliability.test_crashes import RESUMABLE
 
 pytestmark = pytest.mark.slow
-
-
-def _dataset(ctx, alpaca_file) -> int:
-    return datasets.create_dataset(ctx, alpaca_file.name, alpaca_file.read_bytes())[0].id
 
 
 def test_whole_worker_lost_is_requeued_by_the_reaper(tmp_path, tiny_model_dir, alpaca_file, start_server,
@@ -30,38 +26,38 @@ def test_whole_worker_lost_is_requeued_by_the_reaper(tmp_path, tiny_model_dir, a
     ctx = StudioContext.from_settings(settings)
     start_server(settings)
     first = start_worker(settings)
-    job = jobs.create_job(ctx, _dataset(ctx, alpaca_file), str(tiny_model_dir), RESUMABLE)
+    job = jobs.create_job(ctx, upload_file(ctx, alpaca_file), str(tiny_model_dir), RESUMABLE)
     wait_until(lambda: any(c.step == 10 for c in jobs.job_checkpoints(ctx, job.id)), 180, what="checkpoint 10")
     os.killpg(first.pid, signal.SIGKILL)
     killed = time.monotonic()
     start_worker(settings)
     wait_until(lambda: jobs.get_job(ctx, job.id).attempts == 2, 60, what="the reaper to requeue the job")
     requeued = time.monotonic() - killed
-    done = _finished(ctx, job.id, processes)
+    done = wait_finished(ctx, job.id, processes)
     print(f"\nworker lost: requeued and claimed {requeued:.1f} s after the kill (lease 3 s); final {done.status.value}")
     assert done.status == JobStatus.succeeded, done.error
     assert any("resuming from" in line for line in jobs.job_logs(ctx, job.id))
 
 
 def test_two_workers_train_in_parallel(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
-    dataset_id = _dataset(ctx, alpaca_file)
+    dataset_id = upload_file(ctx, alpaca_file)
     start_worker(ctx.settings, name="a")
     start_worker(ctx.settings, name="b")
     a = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), RESUMABLE)
     b = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), RESUMABLE)
     both = lambda: all(jobs.get_job(ctx, j.id).status == JobStatus.running for j in (a, b))  # noqa: E731
     wait_until(both, 120, interval=0.05, what="both jobs running at once")
-    assert _finished(ctx, a.id, processes).status == _finished(ctx, b.id, processes).status == JobStatus.succeeded
+    assert wait_finished(ctx, a.id, processes).status == wait_finished(ctx, b.id, processes).status == JobStatus.succeeded
     print(f"\ntwo workers ran jobs {a.id} and {b.id} at the same time")
 
 
 def test_r7_cancel_queued_job_never_starts(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
-    dataset_id = _dataset(ctx, alpaca_file)
+    dataset_id = upload_file(ctx, alpaca_file)
     job = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), RESUMABLE)
     assert jobs.cancel_job(ctx, job.id).status == JobStatus.cancelled
     follower = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), {"training": {"max_steps": 3}})
     start_worker(ctx.settings)
-    assert _finished(ctx, follower.id, processes).status == JobStatus.succeeded  # the worker got past it
+    assert wait_finished(ctx, follower.id, processes).status == JobStatus.succeeded  # the worker got past it
     cancelled = jobs.get_job(ctx, job.id)
     assert cancelled.status == JobStatus.cancelled and cancelled.attempts == 0
     assert jobs.job_metrics(ctx, job.id) == []
@@ -71,11 +67,11 @@ def test_r7_cancel_running_job_stops_within_5s_and_keeps_checkpoint(ctx, tiny_mo
                                                                      start_worker, processes):
     long = {**RESUMABLE, "training": {**RESUMABLE["training"], "max_steps": 100_000, "sample_every": 1000}}
     start_worker(ctx.settings)
-    job = jobs.create_job(ctx, _dataset(ctx, alpaca_file), str(tiny_model_dir), long)
+    job = jobs.create_job(ctx, upload_file(ctx, alpaca_file), str(tiny_model_dir), long)
     wait_until(lambda: any(c.step == 10 for c in jobs.job_checkpoints(ctx, job.id)), 180, what="checkpoint 10")
     asked = time.monotonic()
     jobs.cancel_job(ctx, job.id)
-    done = _finished(ctx, job.id, processes, timeout=30)
+    done = wait_finished(ctx, job.id, processes, timeout=30)
     elapsed = time.monotonic() - asked
     print(f"\nR7: cancel -> cancelled in {elapsed:.2f} s at step {done.step}")
     assert done.status == JobStatus.cancelled and elapsed < 5
@@ -85,7 +81,7 @@ def test_r7_cancel_running_job_stops_within_5s_and_keeps_checkpoint(ctx, tiny_mo
 
 def test_failures_become_plain_reasons_and_queue_moves(ctx, tiny_model_dir, alpaca_file, tmp_path,
                                                        start_worker, processes):
-    dataset_id = _dataset(ctx, alpaca_file)
+    dataset_id = upload_file(ctx, alpaca_file)
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama"}')
@@ -94,7 +90,7 @@ def test_failures_become_plain_reasons_and_queue_moves(ctx, tiny_model_dir, alpa
     good = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), {"training": {"max_steps": 3}})
     start_worker(ctx.settings)
     for job in (bad, tight, good):
-        _finished(ctx, job.id, processes)
+        wait_finished(ctx, job.id, processes)
     bad, tight, good = (jobs.get_job(ctx, j.id) for j in (bad, tight, good))
     print(f"\nreasons:\n  {bad.error}\n  {tight.error}")
     assert bad.status == JobStatus.failed and f"Could not load the tokenizer of base model '{broken}'" in bad.error

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 
 from studio.models import JobStatus
-from studio.services import datasets, jobs
-from tests.conftest import make_settings, wait_until
+from studio.services import jobs
+from tests.conftest import make_settings, upload_file, wait_finished
 
 QUICK = {
     "training": {"max_steps": 12, "batch_size": 8, "sample_every": 4, "max_length": 128, "max_new_tokens": 8},
@@ -19,19 +18,7 @@ QUICK = {
 
 
 def _launch(ctx, model_dir, alpaca_file, config=QUICK):
-    dataset, _ = datasets.create_dataset(ctx, alpaca_file.name, alpaca_file.read_bytes())
-    return jobs.create_job(ctx, dataset.id, str(model_dir), config)
-
-
-def _wait_finished(ctx, job_id, processes, timeout=180):
-    def finished():
-        job = jobs.get_job(ctx, job_id)
-        return job if job.status.finished else None
-
-    try:
-        return wait_until(finished, timeout, interval=0.2, what=f"job {job_id} to finish")
-    except AssertionError:
-        raise AssertionError(processes.logs())
+    return jobs.create_job(ctx, upload_file(ctx, alpaca_file), str(model_dir), config)
 
 
 def _assert_complete_run(ctx, job_id):
@@ -63,7 +50,7 @@ def test_job_runs_on_embedded_broker(ctx, tiny_model_dir, alpaca_file, start_wor
     start_worker(ctx.settings)
     job = _launch(ctx, tiny_model_dir, alpaca_file)
     assert job.status == JobStatus.queued
-    _wait_finished(ctx, job.id, processes)
+    wait_finished(ctx, job.id, processes)
     adapter = _assert_complete_run(ctx, job.id)
     # The result is a standard PEFT adapter folder that plain peft loads.
     assert (adapter / "adapter_config.json").is_file()
@@ -81,5 +68,5 @@ def test_job_runs_on_redis(tmp_path, redis_url, tiny_model_dir, alpaca_file, sta
     assert ctx.celery.conf.broker_url.startswith("redis://")
     start_worker(ctx.settings)
     job = _launch(ctx, tiny_model_dir, alpaca_file)
-    _wait_finished(ctx, job.id, processes)
+    wait_finished(ctx, job.id, processes)
     _assert_complete_run(ctx, job.id)

@@ -1,0 +1,99 @@
+"""Train tab: pick a dataset, a base model and a preset, adjust the generated settings
+form, launch. A launched job opens in the Jobs tab."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from studio.core.basemodels import DEMO
+from studio.core.config import DEMO_PRESET, PRESETS, ConfigError, build_config
+from studio.core.datasets import DatasetError
+from studio.services import datasets, jobs
+from studio.services.context import NotFound, StudioContext
+from studio.ui.datasets_tab import DatasetsTab, dataset_choices
+from studio.ui.forms import ConfigForm, bind, explain_error, render_form
+from studio.ui.jobs_tab import TAB_ID as JOBS_TAB_ID
+from studio.ui.text import notice, t
+
+
+@dataclass(frozen=True)
+class TrainTab:
+    """Handles other tabs use: `launched` holds the id of the job launched last in this
+    session and changes whenever one is launched."""
+
+    launched: gr.State
+
+
+def preset_choices() -> list[tuple[str, str]]:
+    return [(t("train.preset_none"), "")] + [(name, name) for name in PRESETS]
+
+
+# --- handlers -------------------------------------------------------------------------
+
+
+def show_datasets(ctx: StudioContext, first_choice: int | None, second_choice: int | None):
+    """The dataset dropdown, refreshed, showing the first choice that still exists, else
+    the newest dataset."""
+    items = datasets.list_datasets(ctx)
+    ids = [d.id for d in items]
+    value = next((i for i in (first_choice, second_choice) if i in ids), ids[0] if ids else None)
+    return gr.Dropdown(choices=dataset_choices(items), value=value)
+
+
+def apply_preset(form: ConfigForm, preset: str):
+    """Fill the form (and the base model, where the preset names one) from a preset."""
+    config = build_config({}, preset=preset or None)
+    base_model = PRESETS.get(preset, {}).get("model", {}).get("base_model")
+    return [base_model if base_model else gr.skip(), *form.values(config)]
+
+
+def launch(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base_model: str, name: str, *values):
+    """Create the job from the form; on success open it in the Jobs tab.
+    Returns (message, launched job id, tabs)."""
+    if dataset_id is None:
+        return notice("error", t("train.no_dataset")), gr.skip(), gr.skip()
+    try:
+        # preset "": the form already shows the preset's values, and the user's edits win
+        job = jobs.create_job(ctx, dataset_id, base_model or "", form.partial(values), preset="", name=name or "")
+    except (ConfigError, DatasetError) as exc:
+        return notice("error", t("train.refused"), map(explain_error, exc.errors)), gr.skip(), gr.skip()
+    except NotFound as exc:
+        return notice("error", t("train.refused"), [str(exc)]), gr.skip(), gr.skip()
+    return notice("ok", t("train.launched", id=job.id)), job.id, gr.Tabs(selected=JOBS_TAB_ID)
+
+
+# --- layout ---------------------------------------------------------------------------
+
+
+def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, tabs: gr.Tabs, data: DatasetsTab) -> TrainTab:
+    """Render the tab inside `tab`; launching switches `tabs` to the Jobs tab."""
+    launched = gr.State(None)
+    with gr.Row():
+        dataset = gr.Dropdown(label=t("train.dataset"), info=t("train.dataset_info"), elem_id="train-dataset")
+        base_model = gr.Textbox(
+            value=DEMO, label=t("train.base_model"), info=t("train.base_model_info"), max_length=500, elem_id="base-model"
+        )
+    with gr.Row():
+        preset = gr.Dropdown(
+            choices=preset_choices(), value=DEMO_PRESET, label=t("train.preset"), info=t("train.preset_info"),
+            elem_id="preset",
+        )
+        name = gr.Textbox(label=t("train.job_name"), placeholder=t("train.job_name_placeholder"), max_length=200)
+    gr.Markdown(t("train.settings_title"))
+    form = render_form(build_config({}, preset=DEMO_PRESET))
+    launch_btn = gr.Button(t("train.launch"), variant="primary", elem_id="launch")
+    message = gr.HTML(elem_id="launch-message")
+
+    # After an upload show the new dataset; otherwise keep the user's choice.
+    data.added.change(bind(show_datasets, ctx), [data.added, dataset], dataset, show_progress="hidden")
+    gr.on([page.load, tab.select], bind(show_datasets, ctx), [dataset, data.added], dataset, show_progress="hidden")
+    preset.input(bind(apply_preset, form), preset, [base_model, *form.components])
+    # preprocess=False: out-of-range numbers reach build_config, which names every bad
+    # field at once, instead of Gradio stopping at the first with an unnamed toast.
+    launch_btn.click(
+        bind(launch, ctx, form), [dataset, base_model, name, *form.components], [message, launched, tabs],
+        preprocess=False,
+    )
+    return TrainTab(launched=launched)

@@ -1,0 +1,120 @@
+"""The pre-launch preview: device-dependent precision and optimizer choices, exact
+parameter counts, a memory estimate that catches runs that cannot fit, and warnings in
+plain words."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio.core.config import PRESETS, AdapterSection, TrainingSection, build_config
+from studio.core.estimate import (
+    GIB,
+    Device,
+    Shape,
+    count_parameters,
+    plan_job,
+    read_shape,
+    resolve_optim,
+    resolve_precision,
+)
+
+CPU = Device(cuda=False, name="CPU", memory_bytes=16 * GIB, bf16=True, bitsandbytes=False)
+OLD_CPU = Device(cuda=False, name="CPU", memory_bytes=16 * GIB, bf16=False, bitsandbytes=False)
+A100 = Device(cuda=True, name="A100", memory_bytes=80 * GIB, bf16=True, bitsandbytes=True)
+T4 = Device(cuda=True, name="T4", memory_bytes=16 * GIB, bf16=False, bitsandbytes=True)
+RTX_24GB = Device(cuda=True, name="RTX 4090", memory_bytes=24 * GIB, bf16=True, bitsandbytes=True)
+LLAMA_7B = Shape(vocab=32000, hidden=4096, layers=32, intermediate=11008, heads=32, kv_heads=32, tied=False)
+
+
+@pytest.mark.parametrize(
+    "device,wanted,expected",
+    [
+        (CPU, "auto", "fp32"),  # bf16 autocast grows memory on CPUs (see resolve_precision)
+        (CPU, "bf16", "bf16"),
+        (OLD_CPU, "auto", "fp32"),
+        (A100, "auto", "bf16"),
+        (T4, "auto", "fp16"),
+        (CPU, "fp16", "fp32"),  # never fp16 on a CPU
+        (OLD_CPU, "bf16", "fp32"),
+        (T4, "fp16", "fp16"),
+        (A100, "fp32", "fp32"),
+    ],
+)
+def test_precision_follows_the_device(device, wanted, expected):
+    precision, note = resolve_precision(TrainingSection(precision=wanted), device)
+    assert precision == expected
+    assert (note is not None) == (wanted not in ("auto", expected))
+
+
+def test_8bit_adamw_falls_back_on_cpu_with_a_reason():
+    assert resolve_optim(TrainingSection(optim="adamw_8bit"), A100) == ("adamw_bnb_8bit", None)
+    optim, note = resolve_optim(TrainingSection(optim="adamw_8bit"), CPU)
+    assert optim == "adamw_torch_fused" and "CUDA GPU" in note
+
+
+def test_counts_match_the_model_the_worker_builds(tiny_model_dir):
+    from transformers import AutoConfig
+
+    from worker.recipe import count_parameters as count_loaded
+    from worker.recipe import load_model
+    from studio.core.config import ModelSection
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    for adapter in (AdapterSection(), AdapterSection(use_dora=True, r=4), AdapterSection(method="full")):
+        loaded = load_model(ModelSection(base_model=str(tiny_model_dir)), adapter)
+        assert count_parameters(config, adapter) == count_loaded(loaded)
+
+
+def test_rough_counts_for_a_llama_config(tiny_model_dir):
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    shape = read_shape(config)
+    exact = count_parameters(config, AdapterSection())
+    plan = plan_job(build_config(), shape, CPU)
+    assert (plan.trainable_params, plan.total_params) == exact
+
+
+def test_qlora_7b_preset_fits_a_24gb_gpu_and_warns_on_cpu():
+    config = build_config(preset="7B QLoRA on one 24 GB GPU")
+    plan = plan_job(config, LLAMA_7B, RTX_24GB)
+    assert plan.warnings == [] and plan.memory_bytes < 20 * GIB
+    cpu_plan = plan_job(config, LLAMA_7B, Device(False, "CPU", 64 * GIB, True, True))
+    assert any("QLoRA needs a CUDA GPU; this worker has none" in w for w in cpu_plan.warnings)
+
+
+def test_a_run_that_cannot_fit_says_what_to_lower():
+    config = build_config({"adapter": {"method": "full"}, "training": {"batch_size": 64, "max_length": 4096}})
+    plan = plan_job(config, LLAMA_7B, RTX_24GB)
+    assert any(w.startswith("This will likely not fit") and "batch size or the max length" in w for w in plan.warnings)
+    assert "GiB" in plan.summary() and "trainable of" in plan.summary()
+
+
+def test_full_7b_needs_more_than_lora_7b():
+    lora = plan_job(build_config(), LLAMA_7B, A100)
+    full = plan_job(build_config({"adapter": {"method": "full"}}), LLAMA_7B, A100)
+    qlora = plan_job(build_config({"adapter": {"method": "qlora"}}), LLAMA_7B, A100)
+    assert qlora.memory_bytes < lora.memory_bytes < full.memory_bytes
+    assert full.trainable_params == full.total_params > 6e9
+
+
+def test_every_preset_is_a_valid_config():
+    for name in PRESETS:
+        build_config(preset=name)
+
+
+def test_preview_reads_the_base_model_config(tiny_model_dir):
+    from studio.core.estimate import preview_job
+
+    config = build_config({"model": {"base_model": str(tiny_model_dir)}, "adapter": {"method": "qlora"}})
+    plan = preview_job(config, CPU)
+    assert plan.trainable_params > 0 and plan.total_params > plan.trainable_params
+    assert any("QLoRA needs a CUDA GPU; this worker has none" in w for w in plan.warnings)
+
+
+def test_preview_of_an_unreadable_model_says_why(tmp_path):
+    from studio.core.estimate import preview_job
+
+    config = build_config({"model": {"base_model": str(tmp_path / "missing")}})
+    plan = preview_job(config, CPU)
+    assert plan.total_params == 0 and plan.warnings[0].startswith("Cannot size")

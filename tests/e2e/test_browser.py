@@ -1,0 +1,132 @@
+"""The whole studio in a real headless Chromium: upload a dataset, launch a job from the
+Train tab on a tiny local model, watch the dashboard's loss plot fill in (across a page
+reload, which must not touch the job) and the job succeed, all through the real
+`studio serve` and a real Celery worker process."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path("/tmp")
+
+pytestmark = pytest.mark.e2e
+
+# Points per trace of the loss plot, read from the plotly figure the page drew.
+TRACE_POINTS = """() => {
+    const plot = document.querySelector('#loss-plot .js-plotly-plot');
+    if (!plot || !plot.data) return null;
+    return Object.fromEntries(plot.data.map(trace => [trace.meta, (trace.x || []).length]));
+}"""
+
+
+@pytest.fixture
+def page():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Chromium (apt-get install chromium) to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        yield page
+        browser.close()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def fill_number(page, path: str, value) -> None:
+    """Type into the generated form's control for config field `path`."""
+    field = page.locator(f"#cfg-{path.replace('.', '-')} input")
+    field.fill(str(value))
+    field.press("Tab")
+
+
+def plot_points(page) -> dict:
+    return page.evaluate(TRACE_POINTS) or {}
+
+
+def table_rows(page, selector: str) -> int:
+    """Body rows of a gr.Dataframe (it draws only the visible ones; the grid knows all)."""
+    grid = page.locator(f"{selector} [aria-rowcount]")
+    return int(grid.first.get_attribute("aria-rowcount")) - 1 if grid.count() else 0
+
+
+def job_status(page) -> str | None:
+    badge = page.locator("#job-status [data-status]")
+    return badge.get_attribute("data-status") if badge.count() else None
+
+
+def test_upload_train_and_watch_a_job(settings, start_server, start_worker, tiny_model_dir, alpaca_file, processes, page):
+    started = time.monotonic()
+    start_worker(settings)
+    url = start_server(settings)
+    page.goto(url)
+
+    # Datasets: upload the file, see it added and previewed.
+    page.locator("#dataset-file input[type=file]").set_input_files(str(alpaca_file))
+    page.locator("#dataset-file").get_by_text(alpaca_file.name).wait_for()
+    page.click("#dataset-add")
+    page.locator("#dataset-message .notice-ok").wait_for()
+    assert "120 rows" in page.inner_text("#dataset-message")
+    page.locator("#preview-table").get_by_text("instruction").first.wait_for()
+    page.screenshot(path=str(SHOTS / "studio-e2e-datasets.png"), full_page=True)
+
+    # Train: pick the dataset, point at the tiny model, keep the run short, launch.
+    open_tab(page, "Train")
+    page.locator("#train-dataset input").click()
+    page.get_by_role("option", name=re.compile(r"^tasks \(id 1, 120 rows\)")).click()
+    page.locator("#base-model textarea").fill(str(tiny_model_dir))
+    for path, value in {
+        "training.max_steps": 12,
+        "training.sample_every": 4,
+        "training.max_length": 128,
+        "training.batch_size": 8,
+        "training.max_new_tokens": 8,
+    }.items():
+        fill_number(page, path, value)
+    page.locator("#cfg-data > button.label-wrap").click()  # unfold a folded section
+    fill_number(page, "data.exact_match_rows", 4)
+    fill_number(page, "data.probe_count", 2)
+    page.screenshot(path=str(SHOTS / "studio-e2e-train.png"), full_page=True)
+    page.click("#launch")
+
+    # Jobs: the dashboard opens on the new job; the plot gains points as it trains.
+    page.locator("#job-status [data-status]").wait_for()
+    assert page.locator("#job-select input").input_value().startswith("1: tasks on ")
+    first = wait_until(lambda: plot_points(page).get("train-loss"), 90, 0.2, "the first train-loss points")
+    assert first < 12 or job_status(page) == "succeeded", "the plot should fill in while the job runs"
+
+    # A reload (a closed browser, a new session) does not touch the running job.
+    page.reload()
+    open_tab(page, "Jobs")
+    page.locator("#job-status [data-status]").wait_for()
+    try:
+        wait_until(lambda: job_status(page) == "succeeded", 120, 0.25, "the job to succeed")
+    except AssertionError:
+        raise AssertionError(f"status {job_status(page)}; {page.inner_text('#job-status')}\n{processes.logs()}")
+    wait_until(lambda: "succeeded" in page.inner_text("#jobs-table"), 10, 0.2, "the jobs table to agree")
+    points = wait_until(lambda: (p := plot_points(page)).get("eval-loss") == 4 and p, 10, 0.2, "the final plot")
+    assert points["train-loss"] == 12 > first or first == 12
+    assert points["exact-match"] == 4  # held-out exact match at steps 0, 4, 8, 12
+    wait_until(lambda: table_rows(page, "#job-samples") == 8, 10, 0.2, "2 probes x 4 sample steps in the table")
+    assert "training started" in page.locator("#job-logs textarea").input_value()
+    page.screenshot(path=str(SHOTS / "studio-e2e-jobs.png"), full_page=True)
+    print(f"browser e2e took {time.monotonic() - started:.1f}s; first plot had {first} train points")
