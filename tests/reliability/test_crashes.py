@@ -98,24 +98,28 @@ def _records(ctx, job_id) -> list[dict]:
 
 
 def test_r2_half_written_checkpoint_is_never_resumed(ctx, tiny_model_dir, alpaca_file, start_worker, processes):
-    """A crash while checkpoint-20 is being written leaves a folder without the
-    completion marker; the resume must use checkpoint-10."""
+    """A crash while the next checkpoint is being written leaves a folder without the
+    completion marker; the resume must use the newest complete one."""
     dataset_id = upload_file(ctx, alpaca_file)
     start_worker(ctx.settings)
     job = jobs.create_job(ctx, dataset_id, str(tiny_model_dir), RESUMABLE)
     # Stop the worker from training on, as a kill -9 mid-write does, right after step 10.
     _kill_after_checkpoint(ctx, job.id, 10)
-    # Leave what a crash mid-write of checkpoint-20 would: weights half there, no marker.
-    partial = ctx.settings.artifacts_root / "jobs" / str(job.id) / "checkpoints" / "checkpoint-20"
+    # Leave what a crash mid-write of the next checkpoint would: weights half there, no marker.
+    from worker.checkpoints import last_complete
+
+    folder = ctx.settings.artifacts_root / "jobs" / str(job.id) / "checkpoints"
+    complete = last_complete(folder)
+    partial = folder / f"checkpoint-{int(complete.name.split('-')[1]) + 10}"
     partial.mkdir(parents=True, exist_ok=True)
     (partial / "adapter_model.safetensors").write_bytes(b"\x00" * 100)
     (partial / "trainer_state.json").write_text('{"global_step": 20')
     done = wait_finished(ctx, job.id, processes)
     assert done.status == JobStatus.succeeded, done.error
     logs = "\n".join(jobs.job_logs(ctx, job.id))
-    assert f"resuming from jobs/{job.id}/checkpoints/checkpoint-10" in logs
+    assert f"resuming from jobs/{job.id}/checkpoints/{complete.name}" in logs
     assert sorted(_train_losses(ctx, job.id)) == list(range(1, 41))
-    print("\nR2: resumed from checkpoint-10; the half-written checkpoint-20 was discarded")
+    print(f"\nR2: resumed from {complete.name}; the half-written {partial.name} was discarded")
 
 
 def test_r3_redelivered_task_runs_the_job_once(tmp_path, redis_url, tiny_model_dir, alpaca_file, start_worker, processes):
@@ -124,7 +128,8 @@ def test_r3_redelivered_task_runs_the_job_once(tmp_path, redis_url, tiny_model_d
     env_settings = settings
     start_worker(env_settings, name="a")
     start_worker(env_settings, name="b")
-    job = jobs.create_job(ctx, upload_file(ctx, alpaca_file), str(tiny_model_dir), RESUMABLE)
+    long = {**RESUMABLE, "training": {**RESUMABLE["training"], "max_steps": 400, "sample_every": 100}}
+    job = jobs.create_job(ctx, upload_file(ctx, alpaca_file), str(tiny_model_dir), long)
     done = wait_finished(ctx, job.id, processes)
     assert done.status == JobStatus.succeeded, done.error
     starts = [line for line in jobs.job_logs(ctx, job.id) if "started on" in line]
@@ -135,7 +140,7 @@ def test_r3_redelivered_task_runs_the_job_once(tmp_path, redis_url, tiny_model_d
           f"({skipped} redeliveries refused by the DB claim); the job ran {done.attempts} time(s)")
     assert deliveries >= 2, "the test did not provoke a redelivery"
     assert done.attempts == 1 and len(starts) == 1
-    assert sorted(_train_losses(ctx, job.id)) == list(range(1, 41))
+    assert sorted(_train_losses(ctx, job.id)) == list(range(1, 401))
 
 
 def test_r8_always_crashing_job_fails_and_queue_moves(ctx, tiny_model_dir, alpaca_file, start_worker, processes):

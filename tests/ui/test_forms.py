@@ -4,7 +4,11 @@ value comes back as a ConfigError naming the field."""
 
 from __future__ import annotations
 
+import typing
+
 import gradio as gr
+
+from studio.core.config import AdapterSection
 import pytest
 from pydantic import Field
 
@@ -22,7 +26,9 @@ def test_every_config_field_but_the_fixed_ones_is_in_the_form():
 def test_controls_follow_annotations_bounds_and_descriptions():
     specs = {s.path: s for s in field_specs()}
     assert specs["model.trust_remote_code"].kind == "bool"
-    assert specs["adapter.method"].kind == "choice" and specs["adapter.method"].choices == ("lora", "full")
+    assert specs["adapter.method"].kind == "choice" and specs["adapter.method"].choices == typing.get_args(
+        AdapterSection.model_fields["method"].annotation
+    )
     assert specs["data.probe_prompts"].kind == "lines"
     rank = specs["adapter.r"]
     assert (rank.kind, rank.minimum, rank.maximum, rank.default) == ("int", 1, 512, 8)
