@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sqlmodel import select
@@ -12,6 +13,7 @@ from sqlmodel import select
 from studio import lifecycle
 from studio.core.basemodels import DEMO, check_base_model
 from studio.core.config import DEMO_PRESET, ConfigError, JobConfig, build_config, deep_merge
+from studio.core.estimate import Plan, preview_job
 from studio.db import session_scope
 from studio.models import (
     Checkpoint,
@@ -107,6 +109,33 @@ def create_job(
             job.status = JobStatus.failed
             job.error = f"Could not reach the job queue ({type(exc).__name__}: {exc}). Is the broker running?"
     return get_job(ctx, job_id)
+
+
+@dataclass(frozen=True)
+class LaunchPreview:
+    """What the Train tab shows before launch: the plan (parameters, memory, warnings on
+    this machine's device) and how much training the dataset gives."""
+
+    plan: Plan
+    train_rows: int
+    steps: int
+
+
+def preview_launch(
+    ctx: StudioContext, dataset_id: int, base_model: str, config: Mapping[str, Any] | None = None
+) -> LaunchPreview:
+    """Validate like create_job (raises ConfigError / NotFound), store nothing, and size
+    the run. Steps follow the HF Trainer: ceil(rows / (batch x accumulation)) per epoch."""
+    dataset = get_dataset(ctx, dataset_id)
+    frozen = make_config(base_model, dataset.version_id, config, preset="")
+    data, training = frozen.data, frozen.training
+    if dataset.validation_rows:
+        train_rows = dataset.row_count - dataset.validation_rows
+    else:
+        train_rows = dataset.row_count - round(dataset.row_count * data.validation_fraction)
+    per_epoch = math.ceil(max(train_rows, 1) / (training.batch_size * training.grad_accum))
+    steps = training.max_steps or math.ceil(per_epoch * training.epochs)
+    return LaunchPreview(preview_job(frozen), train_rows, steps)
 
 
 def clone_job(ctx: StudioContext, job_id: int) -> JobPublic:

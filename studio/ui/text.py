@@ -67,6 +67,13 @@ TEXT: dict[str, str] = {
     "train.no_dataset": "Choose a dataset first (add one in the Datasets tab).",
     "train.refused": "The job was not started. Fix these settings:",
     "train.launched": "Job {id} queued. Opening the Jobs tab...",
+    "train.plan_title": "### Before you launch",
+    "train.plan_no_dataset": "Choose a dataset to see the size of this run.",
+    "train.plan_invalid": "These settings cannot start a job yet:",
+    "train.plan_params": "- **{trainable:,}** trainable of {total:,} parameters ({share:.2f}%)",
+    "train.plan_memory": "- about **{gib:.2f} GiB** of memory to train in {precision} (a rough upper estimate)",
+    "train.plan_steps": "- {rows:,} training rows, **{steps:,} steps**",
+    "train.plan_warning": "- ⚠️ {text}",
     # jobs tab
     "jobs.list_title": "### Jobs",
     "jobs.select": "Job",

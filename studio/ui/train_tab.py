@@ -64,6 +64,28 @@ def launch(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base_mo
     return notice("ok", t("train.launched", id=job.id)), job.id, gr.Tabs(selected=JOBS_TAB_ID)
 
 
+def show_plan(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base_model: str, *values):
+    """The pre-launch preview: parameter counts, memory estimate, steps and warnings for
+    the form as it stands, or what is wrong with it."""
+    if dataset_id is None:
+        return t("train.plan_no_dataset")
+    try:
+        preview = jobs.preview_launch(ctx, dataset_id, base_model or "", form.partial(values))
+    except (ConfigError, DatasetError) as exc:
+        return t("train.plan_invalid") + "".join(f"\n- {explain_error(e)}" for e in exc.errors)
+    except NotFound as exc:
+        return str(exc)
+    plan = preview.plan
+    lines = [t("train.plan_title")]
+    if plan.total_params:
+        share = 100 * plan.trainable_params / plan.total_params
+        lines.append(t("train.plan_params", trainable=plan.trainable_params, total=plan.total_params, share=share))
+        lines.append(t("train.plan_memory", gib=plan.memory_bytes / 2**30, precision=plan.precision))
+    lines.append(t("train.plan_steps", rows=preview.train_rows, steps=preview.steps))
+    lines += [t("train.plan_warning", text=w) for w in plan.warnings]
+    return "\n".join(lines)
+
+
 # --- layout ---------------------------------------------------------------------------
 
 
@@ -83,6 +105,7 @@ def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, tabs: gr.Tabs, data:
         name = gr.Textbox(label=t("train.job_name"), placeholder=t("train.job_name_placeholder"), max_length=200)
     gr.Markdown(t("train.settings_title"))
     form = render_form(build_config({}, preset=DEMO_PRESET))
+    plan = gr.Markdown(elem_id="train-plan")
     launch_btn = gr.Button(t("train.launch"), variant="primary", elem_id="launch")
     message = gr.HTML(elem_id="launch-message")
 
@@ -95,5 +118,10 @@ def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, tabs: gr.Tabs, data:
     launch_btn.click(
         bind(launch, ctx, form), [dataset, base_model, name, *form.components], [message, launched, tabs],
         preprocess=False,
+    )
+    gr.on(
+        [dataset.change, base_model.change, *(c.change for c in form.components)],
+        bind(show_plan, ctx, form), [dataset, base_model, *form.components], plan,
+        preprocess=False, trigger_mode="always_last", show_progress="hidden",
     )
     return TrainTab(launched=launched)

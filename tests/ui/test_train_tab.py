@@ -1,0 +1,32 @@
+"""The Train tab's pre-launch preview handler, on the real services and a real SQLite DB."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from studio.core.config import DEMO_PRESET, build_config
+from studio.services import datasets
+from studio.ui.forms import render_form
+from studio.ui.train_tab import show_plan
+
+
+def test_plan_shows_counts_steps_and_names_bad_fields(ctx):
+    body = "\n".join(json.dumps({"instruction": f"Say {i}", "output": f"{i}"}) for i in range(40)).encode()
+    dataset_id = datasets.create_dataset(ctx, "t.jsonl", body)[0].id
+    with gr.Blocks():
+        form = render_form(build_config({}, preset=DEMO_PRESET))
+    values = form.values(build_config({}, preset=DEMO_PRESET))
+    text = show_plan(ctx, form, dataset_id, "demo", *values)
+    assert "trainable of" in text and "GiB" in text
+    assert "36 training rows, **24 steps**" in text  # 8 epochs x ceil(36 / 16)
+
+    by_path = {s.path: i for i, s in enumerate(form.specs)}
+    values[by_path["adapter.method"]] = "qlora"
+    assert "needs a CUDA GPU" in show_plan(ctx, form, dataset_id, "demo", *values)
+
+    values[by_path["training.batch_size"]] = 0
+    text = show_plan(ctx, form, dataset_id, "demo", *values)
+    assert "cannot start a job" in text and "Batch size (training.batch_size)" in text
+    assert show_plan(ctx, form, None, "demo", *values).startswith("Choose a dataset")
