@@ -223,17 +223,22 @@ SECTIONS: dict[str, type[Section]] = {
 
 # Presets are partial configs laid under what the user sets.
 PRESETS: dict[str, dict[str, Any]] = {
+    # The demo: LoRA on the demo base over the demo dataset (studio.core.demo). Measured on
+    # 2 CPU cores: ~1440 steps lift held-out exact match from ~0.04 to ~0.35; evals and
+    # saves are spaced so they cost a few percent of the run.
     "quick try on CPU (demo)": {
         "model": {"base_model": "demo"},
-        "adapter": {"method": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "data": {"exact_match_rows": 64},
+        "adapter": {"method": "lora", "r": 16, "alpha": 32, "dropout": 0.0},
         "training": {
             "learning_rate": 3e-3,
-            "scheduler": "linear",
+            "scheduler": "cosine",
             "warmup_ratio": 0.05,
-            "epochs": 2.0,
+            "epochs": 8.0,
             "batch_size": 16,
             "max_length": 128,
-            "sample_every": 25,
+            "sample_every": 120,
+            "save_every": 200,
             "max_new_tokens": 24,
         },
     },

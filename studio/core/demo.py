@@ -198,21 +198,9 @@ DEMO_TASKS: dict[str, TaskFn] = {
 
 PRETRAIN_FAMILIES = tuple(PRETRAIN_TASKS)
 
-# Demo size and LoRA settings measured on 2 CPU cores (HF Trainer + peft): with 10% held
-# out, ~1440 steps in ~100 s lift held-out exact match from ~0.04 to ~0.35.
+# Demo size: with 10% held out, the demo preset (studio.core.config.PRESETS) runs ~1440
+# LoRA steps and lifts held-out exact match from ~0.04 to ~0.35.
 DEMO_ROWS = 3200
-DEMO_LORA = {
-    "r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    "learning_rate": 3e-3,
-    "lr_scheduler_type": "cosine",
-    "warmup_ratio": 0.05,
-    "batch_size": 16,
-    "epochs": 8,
-    "max_length": 128,
-}
 DEMO_FAMILIES = tuple(DEMO_TASKS)
 
 
