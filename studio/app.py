@@ -48,5 +48,7 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
 
         from studio.ui.app import build_ui
 
-        app = gr.mount_gradio_app(app, build_ui(ctx), path="/")
+        # Gradio refuses bigger uploads before they reach the disk; the service checks again.
+        limit = int(settings.max_upload_mb * 1e6)
+        app = gr.mount_gradio_app(app, build_ui(ctx), path="/", max_file_size=limit)
     return app

@@ -102,6 +102,18 @@ def test_bad_upload_is_rejected_and_stores_nothing(studio, name, data, expected)
     assert (client.get("/api/datasets").json(), _state(settings)) == before
 
 
+def test_the_ui_upload_route_refuses_files_over_the_limit(studio):
+    """The browser's upload goes through Gradio first: a file over the limit never lands."""
+    client, _ = studio
+    big = _upload_to_gradio(client, b"x" * 60_000)
+    assert big.status_code == 413, big.text
+    assert _upload_to_gradio(client, b"x" * 1_000).status_code == 200
+
+
+def _upload_to_gradio(client, data: bytes):
+    return client.post("/gradio_api/upload", files={"files": ("rows.jsonl", data)})
+
+
 def test_formats_and_overrides(studio):
     import io
 
