@@ -129,6 +129,7 @@ class JobPublic(SQLModel):
     config: dict[str, Any]
     status: JobStatus
     attempts: int
+    max_attempts: int
     step: int
     total_steps: int
     cancel_requested: bool

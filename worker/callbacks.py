@@ -140,6 +140,9 @@ class Heartbeat:
                 log.exception("heartbeat failed; retrying")
 
 
+PROGRESS_SECONDS = 1.0
+
+
 class StudioCallback(TrainerCallback):
     """Streams per-step metrics, runs evaluation every `sample_every` steps, and stops
     training when the job is cancelled or its lease is lost."""
@@ -148,6 +151,7 @@ class StudioCallback(TrainerCallback):
         self.run = run
         self.evaluate = evaluate
         self._tokens_at: tuple[int, float] = (0, time.perf_counter())  # (tokens seen, when)
+        self._progress_at = float("-inf")  # the first step is shown at once
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.run.progress(state.global_step, state.max_steps)
@@ -178,7 +182,9 @@ class StudioCallback(TrainerCallback):
         step = state.global_step
         if step % self.run.config.training.sample_every == 0 and step < state.max_steps:
             self.evaluate(step)
-        if step % 5 == 0 or step == state.max_steps:
+        now = time.monotonic()
+        if now - self._progress_at >= PROGRESS_SECONDS or step == state.max_steps:
+            self._progress_at = now  # at most one DB write a second, however fast steps are
             self.run.progress(step, state.max_steps)
         if self.run.stop.is_set():
             control.should_training_stop = True

@@ -57,7 +57,7 @@ def status_html(job: JobPublic) -> str:
     colour = STATUS_COLOURS.get(job.status.value, "#6b7280")
     share = 100 * job.step / job.total_steps if job.total_steps else 0
     facts = [t("jobs.step", step=job.step, total=job.total_steps) if job.total_steps else t("jobs.step_unknown")]
-    facts.append(t("jobs.attempt", attempts=job.attempts) if job.attempts else "")
+    facts.append(t("jobs.attempt", attempts=job.attempts, max_attempts=job.max_attempts) if job.attempts else "")
     if job.cancel_requested and not job.status.finished:
         facts.append(t("jobs.cancel_pending"))
     error = ""

@@ -86,7 +86,7 @@ TEXT: dict[str, str] = {
     "jobs.none": "No job selected. Launch one in the Train tab.",
     "jobs.step": "step {step} / {total}",
     "jobs.step_unknown": "waiting to start",
-    "jobs.attempt": "attempt {attempts}",
+    "jobs.attempt": "attempt {attempts} of {max_attempts}",
     "jobs.cancel_pending": "cancel requested",
     "jobs.error": "What went wrong:",
     "jobs.plot_title": "Loss and held-out exact match",
