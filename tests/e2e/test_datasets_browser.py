@@ -1,0 +1,137 @@
+"""The Datasets tab in a real headless Chromium against a real `studio serve`: upload a
+CSV whose columns need mapping, search, edit a cell (version 2), run the quality report
+(its plot draws), drop the duplicates it found (version 3), look at a row's tokens,
+export a file, and see that a cell holding HTML shows as text and never runs."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS
+
+pytestmark = pytest.mark.e2e
+
+XSS = '<img src=x onerror="window.__xss=1">'
+
+
+@pytest.fixture
+def page():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: install Chromium (apt-get install chromium) to run the browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        yield page
+        browser.close()
+
+
+def qa_csv(path: Path) -> Path:
+    """Question/answer columns (not Alpaca names), two exact duplicates, one row of HTML."""
+    rows = [[f"What is {i} plus {i}?", "", str(2 * i), "even" if i % 2 == 0 else "odd"] for i in range(24)]
+    rows += [rows[0], rows[1], [XSS, "${window.__xss=3}", "<script>window.__xss=2</script>", XSS]]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["question", "context", "answer", "category"])
+        writer.writerows(rows)
+    return path
+
+
+def pick(page, elem_id: str, option: str) -> None:
+    """Choose an option of a gr.Dropdown."""
+    page.locator(f"#{elem_id} input").click()
+    page.locator(f"#{elem_id}").get_by_role("option", name=option, exact=True).click()
+
+
+def cell(page, table: str, text: str, exact: bool = False):
+    """A visible table cell (gr.Dataframe also keeps a hidden copy of the rows for sizing)."""
+    cells = page.locator(f"#{table} td, #{table} [role=gridcell]")
+    return cells.get_by_text(text, exact=exact).filter(visible=True).first
+
+
+def text_of(page, selector: str) -> str:
+    return page.inner_text(selector)
+
+
+def test_prepare_a_dataset_in_the_browser(settings, start_server, tmp_path, processes, page):
+    started = time.monotonic()
+    url = start_server(settings)
+    page.goto(url)
+    data = qa_csv(tmp_path / "qa.csv")
+
+    # Upload: the CSV's columns are shown and mapped to the Alpaca fields.
+    page.locator("#dataset-file input[type=file]").set_input_files(str(data))
+    page.locator("#dataset-mapping").wait_for()
+    assert "question, context, answer, category" in text_of(page, "#dataset-columns")
+    assert "missing column" in text_of(page, "#dataset-message")
+    pick(page, "map-instruction", "question")
+    pick(page, "map-input", "context")
+    pick(page, "map-output", "answer")
+    page.locator("#dataset-message .notice-ok").wait_for()
+    page.click("#dataset-add")
+    page.locator("#dataset-message").get_by_text("27 rows from qa.csv").wait_for()
+    page.locator("#rows-page").get_by_text("Version 1 · rows 1–20 of 27").wait_for()
+
+    # A cell holding HTML shows as text and never runs (table, category filter, report).
+    page.locator("#rows-search textarea").fill("onerror")
+    page.locator("#rows-search textarea").press("Enter")
+    page.locator("#rows-page").get_by_text("rows 1–1 of 1").wait_for()
+    cell(page, "preview-table", XSS).wait_for()
+    cell(page, "preview-table", "<script>window.__xss=2</script>").wait_for()
+
+    # Search, pick a row in the table, edit its output: version 2.
+    page.locator("#rows-search textarea").fill("is 3 plus")
+    page.locator("#rows-search textarea").press("Enter")
+    page.locator("#rows-page").get_by_text("rows 1–1 of 1").wait_for()
+    cell(page, "preview-table", "What is 3 plus 3?").click()
+    wait_until(lambda: page.locator("#edit-value textarea").input_value() == "6", 10, 0.1, "the row in the edit form")
+    page.locator("#edit-value textarea").fill("six")
+    page.click("#edit-save")
+    page.locator("#dataset-change-message").get_by_text("Version 2 saved: edited 'output' of row 3").wait_for()
+    cell(page, "preview-table", "six", exact=True).wait_for()
+    assert "Version 2" in text_of(page, "#rows-page")
+
+    # Quality report: its histogram draws; drop the duplicates it found: version 3.
+    page.get_by_role("tab", name="Quality and token preview").click()
+    page.click("#quality-run")
+    page.locator("#quality-lengths .js-plotly-plot").wait_for()
+    page.locator("#quality-categories .js-plotly-plot").wait_for()
+    assert "| exact duplicates |" not in text_of(page, "#quality-summary")  # rendered as a table
+    assert "exact duplicates" in text_of(page, "#quality-summary") and XSS in text_of(page, "#quality-summary")
+    page.click("#fix-drop_duplicates")
+    page.locator("#dataset-change-message").get_by_text("Version 3 saved: drop exact duplicates").wait_for()
+    page.locator("#fix-drop_duplicates").wait_for(state="hidden")  # the report re-ran on version 3
+
+    # Token preview: the trained response apart from the masked prompt.
+    page.locator("#token-index input").fill("3")
+    page.click("#token-preview-btn")
+    page.locator("#token-preview pre .tok-trained").first.wait_for()
+    assert page.locator("#token-preview pre .tok-masked").count() >= 1
+    assert "six" in page.locator("#token-preview pre .tok-trained").first.inner_text()
+    page.screenshot(path=str(SHOTS / "studio-e2e-datasets-quality.png"), full_page=True)
+
+    # Export the version shown: a CSV file downloads.
+    page.get_by_role("tab", name="Versions and export").click()
+    cell(page, "versions-table", "drop exact duplicates (keep the first): 2 rows").wait_for()
+    page.locator("#export-format").get_by_role("radio", name="CSV").check()
+    page.click("#export-btn")
+    link = page.locator("#export-file a").first
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / download.value.suggested_filename
+    download.value.save_as(saved)
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    assert saved.name == "qa-v3.csv" and lines[0] == "instruction,input,output,category" and len(lines) == 26
+
+    assert page.evaluate("window.__xss") is None
+    assert page.locator("img[src=x]").count() == 0
+    page.screenshot(path=str(SHOTS / "studio-e2e-datasets-versions.png"), full_page=True)
+    print(f"datasets browser e2e took {time.monotonic() - started:.1f}s")
