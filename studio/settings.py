@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     events_url: str | None = Field(default=None, description="Redis for the event stream; default: the broker.")
     broker_poll_seconds: float = Field(default=0.1, gt=0, description="Embedded broker poll.")
 
+    def as_env(self) -> dict[str, str]:
+        """Environment variables that give a subprocess exactly these settings."""
+        return {f"STUDIO_{name.upper()}": str(value) for name, value in self.model_dump(exclude_none=True).items()}
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'studio.db').resolve()}"

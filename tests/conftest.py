@@ -163,8 +163,7 @@ def redis_url(redis_server) -> Iterator[str]:
 def studio_env(settings: Settings) -> dict[str, str]:
     """The environment that gives a subprocess exactly these settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STUDIO_", "REDIS_URL"))}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        env[f"STUDIO_{name.upper()}"] = str(value)
+    env.update(settings.as_env())
     env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"))
     return env
 

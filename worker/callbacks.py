@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from sqlalchemy.engine import Engine
 from transformers import TrainerCallback
 
@@ -90,19 +91,25 @@ class JobRun:
     snapshot: Any  # Path of the dataset snapshot
     engine: Engine
     lease_seconds: float
-    writer: EventWriter
+    writer: EventWriter | None  # None on the non-primary processes of a multi-GPU job
+    primary: bool = True  # the process that reports; in a multi-GPU job, rank 0
+    log_scope: str = ""  # keeps log keys apart when two processes log for one attempt
     stop: threading.Event = field(default_factory=threading.Event)
     lease_lost: bool = False
     _log_counter: Any = field(default_factory=lambda: itertools.count(1))
 
     def emit(self, kind: EventKind, step: int = 0, **data: Any) -> None:
+        if not self.primary:
+            return
         self.writer.put(Event(job_id=self.job_id, kind=kind, step=step, data=data))
 
     def log(self, message: str, level: str = "info") -> None:
-        key = f"{self.attempt}:{next(self._log_counter)}"
+        key = f"{self.attempt}:{self.log_scope}{next(self._log_counter)}"
         self.emit(EventKind.log, key=key, level=level, message=message)
 
     def progress(self, step: int, total_steps: int) -> None:
+        if not self.primary:
+            return
         lifecycle.set_progress(self.engine, self.job_id, self.owner, step, total_steps)
 
 
@@ -156,7 +163,7 @@ class StudioCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.run.progress(state.global_step, state.max_steps)
         if state.global_step == 0:
-            self.evaluate(0)
+            self._evaluate(0)
         self.run.log(f"training started at step {state.global_step} of {state.max_steps}")
         self._tokens_at = (state.num_input_tokens_seen or 0, time.perf_counter())
 
@@ -181,7 +188,7 @@ class StudioCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
         if step % self.run.config.training.sample_every == 0 and step < state.max_steps:
-            self.evaluate(step)
+            self._evaluate(step)
         now = time.monotonic()
         if now - self._progress_at >= PROGRESS_SECONDS or step == state.max_steps:
             self._progress_at = now  # at most one DB write a second, however fast steps are
@@ -192,6 +199,10 @@ class StudioCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         """The Trainer has written checkpoint-<step> whole: mark it resumable, record it,
         then prune older ones."""
+        if args.world_size > 1:
+            torch.distributed.barrier()  # every process has written its part (RNG states)
+        if not self.run.primary:
+            return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         eval_loss = getattr(self.evaluate, "last_eval_loss", None)
         checkpoints.mark_complete(folder, state.global_step, eval_loss)
@@ -201,7 +212,13 @@ class StudioCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         self.run.progress(state.global_step, state.max_steps)
         if not self.run.stop.is_set():
-            self.evaluate(state.global_step)
+            self._evaluate(state.global_step)
+
+    def _evaluate(self, step: int) -> None:
+        # In a multi-GPU job only rank 0 evaluates; the others wait for it at the next
+        # gradient sync.
+        if self.run.primary:
+            self.evaluate(step)
 
 
 def _maybe_float(value: Any) -> float | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import random
 import shutil
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ def run(job: JobRun) -> str:
     if resume is not None:
         job.log(f"resuming from {job.paths.relative(resume)}")
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if not job.primary:
+        return "succeeded"  # rank 0 of a multi-GPU job saves the result
     if job.stop.is_set():
         job.log("stopped: " + ("the lease was lost" if job.lease_lost else "cancelled by the user"))
         return "cancelled"
@@ -160,7 +163,9 @@ def load_model(model_cfg: ModelSection, adapter_cfg: AdapterSection, log: Callab
     """The base model (4-bit NF4 for qlora, 8-bit for lora8bit) wrapped with LoRA
     adapters, or the plain model for full fine-tuning."""
     quantization = _quantization_config(adapter_cfg, log)
-    placement = {"device_map": {"": 0 if torch.cuda.is_available() else "cpu"}} if quantization else {}
+    # A quantized base is placed at load; under torchrun each rank takes its own GPU.
+    gpu = int(os.environ.get("LOCAL_RANK", "0"))
+    placement = {"device_map": {"": gpu if torch.cuda.is_available() else "cpu"}} if quantization else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             resolve_base_model(model_cfg.base_model),
@@ -319,6 +324,7 @@ def training_arguments(t: TrainingSection, output_dir: str, log: Callable[[str],
         remove_unused_columns=False,
         dataloader_num_workers=0,
         use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,  # multi-GPU jobs: every adapted layer is used each step
     )
 
 

@@ -6,14 +6,16 @@ from __future__ import annotations
 import logging
 import traceback
 
+from sqlalchemy.engine import Engine
+
 from studio import lifecycle
 from studio.core.config import JobConfig
 from studio.core.paths import JobPaths, resolve_inside
 from studio.db import engine_for, session_scope
 from studio.eventbus import make_sink
-from studio.models import DatasetVersion, JobStatus
-from studio.settings import get_settings
-from worker import recipe
+from studio.models import DatasetVersion, Job, JobStatus
+from studio.settings import Settings, get_settings
+from worker import distributed, recipe
 from worker.callbacks import EventWriter, Heartbeat, JobRun
 from worker.celery_app import RUN_JOB, app
 
@@ -29,25 +31,13 @@ def run_job(job_id: int) -> str:
     if job is None:
         log.info("job %s: not claimable (finished, cancelled or held by a live worker)", job_id)
         return "skipped"
-    with session_scope(engine) as session:
-        snapshot_rel = session.get(DatasetVersion, job.dataset_version_id).snapshot_path
-    writer = EventWriter(make_sink(settings, engine))
-    run = JobRun(
-        job_id=job_id,
-        owner=owner,
-        attempt=job.attempts,
-        config=JobConfig.model_validate_json(job.config_json),
-        paths=JobPaths(settings.artifacts_root, job_id),
-        snapshot=resolve_inside(settings.artifacts_root, snapshot_rel),
-        engine=engine,
-        lease_seconds=settings.lease_seconds,
-        writer=writer,
-    )
+    run = job_run(settings, engine, job, owner)
+    writer = run.writer
     run.log(f"attempt {job.attempts} started on {owner}")
     status, error = JobStatus.failed, None
     try:
         with Heartbeat(run):
-            outcome = recipe.run(run)
+            outcome = distributed.run(run, settings) if run.config.training.devices > 1 else recipe.run(run)
         status = JobStatus.succeeded if outcome == "succeeded" else JobStatus.cancelled
     except Exception as exc:
         error = explain_failure(exc, run.config)
@@ -61,6 +51,24 @@ def run_job(job_id: int) -> str:
     return status.value
 
 
+def job_run(settings: Settings, engine: Engine, job: Job, owner: str, primary: bool = True) -> JobRun:
+    """The recipe's view of one attempt at `job`; only the primary process reports."""
+    with session_scope(engine) as session:
+        snapshot_rel = session.get(DatasetVersion, job.dataset_version_id).snapshot_path
+    return JobRun(
+        job_id=job.id,
+        owner=owner,
+        attempt=job.attempts,
+        config=JobConfig.model_validate_json(job.config_json),
+        paths=JobPaths(settings.artifacts_root, job.id),
+        snapshot=resolve_inside(settings.artifacts_root, snapshot_rel),
+        engine=engine,
+        lease_seconds=settings.lease_seconds,
+        writer=EventWriter(make_sink(settings, engine)) if primary else None,
+        primary=primary,
+    )
+
+
 def explain_failure(exc: BaseException, config: JobConfig) -> str:
     """A plain-language reason and what to try, for the job dashboard."""
     text = f"{type(exc).__name__}: {exc}"
@@ -69,6 +77,6 @@ def explain_failure(exc: BaseException, config: JobConfig) -> str:
             f"Out of memory ({text}). Lower training.batch_size (now {config.training.batch_size}) "
             f"or training.max_length (now {config.training.max_length}), or turn on gradient checkpointing."
         )
-    if isinstance(exc, recipe.SetupError):
+    if isinstance(exc, (recipe.SetupError, distributed.RankFailed)):
         return str(exc)
     return text

@@ -179,6 +179,14 @@ class TrainingSection(Section):
         description="Batch rows of similar length together (less padding when packing is off). "
         "Batches then come longest-first within large random groups, which can cost some held-out loss.",
     )
+    devices: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="GPUs this job trains on, one process each (DDP through torchrun); batch size is "
+        "per GPU. More than 1 needs a worker that sees that many GPUs (on a CPU worker: that many CPU "
+        "processes, for testing).",
+    )
     gradient_checkpointing: bool = Field(
         default=False,
         description="Recompute activations in the backward pass: much less memory at ~35% extra "

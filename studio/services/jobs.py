@@ -125,7 +125,7 @@ def preview_launch(
     ctx: StudioContext, dataset_id: int, base_model: str, config: Mapping[str, Any] | None = None
 ) -> LaunchPreview:
     """Validate like create_job (raises ConfigError / NotFound), store nothing, and size
-    the run. Steps follow the HF Trainer: ceil(rows / (batch x accumulation)) per epoch."""
+    the run. Steps follow the HF Trainer: ceil(rows / (batch x accumulation x devices)) per epoch."""
     dataset = get_dataset(ctx, dataset_id)
     frozen = make_config(base_model, dataset.version_id, config, preset="")
     data, training = frozen.data, frozen.training
@@ -133,7 +133,7 @@ def preview_launch(
         train_rows = dataset.row_count - dataset.validation_rows
     else:
         train_rows = dataset.row_count - round(dataset.row_count * data.validation_fraction)
-    per_epoch = math.ceil(max(train_rows, 1) / (training.batch_size * training.grad_accum))
+    per_epoch = math.ceil(max(train_rows, 1) / (training.batch_size * training.grad_accum * training.devices))
     steps = training.max_steps or math.ceil(per_epoch * training.epochs)
     return LaunchPreview(preview_job(frozen), train_rows, steps)
 

@@ -4,6 +4,8 @@ plain words."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from studio.core.config import PRESETS, AdapterSection, TrainingSection, build_config
@@ -118,3 +120,10 @@ def test_preview_of_an_unreadable_model_says_why(tmp_path):
     config = build_config({"model": {"base_model": str(tmp_path / "missing")}})
     plan = preview_job(config, CPU)
     assert plan.total_params == 0 and plan.warnings[0].startswith("Cannot size")
+
+
+def test_multi_device_jobs_are_warned_about_where_they_cannot_help():
+    two = build_config({"training": {"devices": 2}})
+    assert any("2 CPU processes" in w for w in plan_job(two, LLAMA_7B, CPU).warnings)
+    assert any("asks for 2 GPUs; this worker sees 1" in w for w in plan_job(two, LLAMA_7B, replace(A100, gpus=1)).warnings)
+    assert not any("GPUs" in w for w in plan_job(two, LLAMA_7B, replace(A100, gpus=2)).warnings)

@@ -23,6 +23,8 @@ def test_preview_sizes_the_run_like_the_trainer(ctx):
     preview = jobs.preview_launch(ctx, dataset_id, "demo", config)
     assert preview.train_rows == 90
     assert preview.steps == 3 * 6  # ceil(90 / 16) per epoch
+    two = jobs.preview_launch(ctx, dataset_id, "demo", {**config, "training": {**config["training"], "devices": 2}})
+    assert two.steps == 3 * 3  # ceil(90 / 32): each device takes its own batch
     capped = jobs.preview_launch(ctx, dataset_id, "demo", {**config, "training": {"max_steps": 7}})
     assert capped.steps == 7
     plan = preview.plan

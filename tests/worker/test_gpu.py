@@ -63,3 +63,12 @@ def test_bf16_is_chosen_and_trains(run_here, ctx):
 def test_8bit_adamw_is_used_on_cuda():
     optim, note = resolve_optim(TrainingSection(optim="adamw_8bit"), detect_device())
     assert optim == "adamw_bnb_8bit" and note is None
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+@needs_bnb
+def test_qlora_job_on_two_gpus(run_here, ctx):
+    job = run_here({**QUICK, "adapter": {"method": "qlora"}, "training": {**QUICK["training"], "devices": 2}})
+    assert job.status == JobStatus.succeeded, job.error
+    assert [m.step for m in jobs.job_metrics(ctx, job.id) if m.split == "train"] == list(range(1, 9))
+    assert "DDP over 2 GPUs" in "\n".join(jobs.job_logs(ctx, job.id))
