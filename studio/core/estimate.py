@@ -26,6 +26,7 @@ class Device:
     memory_bytes: int  # GPU memory, or the machine's RAM on a CPU worker
     bf16: bool  # native bf16 math (Ampere+ GPU, or a CPU with AVX512-BF16 / AMX)
     bitsandbytes: bool  # the package is importable
+    gpus: int = 0  # CUDA devices visible
 
 
 def detect_device() -> Device:
@@ -36,7 +37,9 @@ def detect_device() -> Device:
     has_bnb = importlib.util.find_spec("bitsandbytes") is not None
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return Device(True, props.name, props.total_memory, torch.cuda.is_bf16_supported(), has_bnb)
+        return Device(
+            True, props.name, props.total_memory, torch.cuda.is_bf16_supported(), has_bnb, torch.cuda.device_count()
+        )
     cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return Device(False, "CPU", psutil.virtual_memory().total, cpu_bf16, has_bnb)
 
@@ -201,6 +204,13 @@ def plan_job(config: JobConfig, shape: Shape, device: Device, counts: tuple[int,
 
     warnings = [precision_note] if precision_note else []
     warnings += _method_warnings(adapter, device)
+    if training.devices > 1 and not device.cuda:
+        warnings.append(
+            f"{training.devices} devices on a worker without a GPU means {training.devices} CPU processes "
+            "sharing its cores: it works (for trying multi-GPU settings) but is not faster."
+        )
+    elif device.cuda and training.devices > max(device.gpus, 1):
+        warnings.append(f"This job asks for {training.devices} GPUs; this worker sees {device.gpus}.")
     _, optim_note = resolve_optim(training, device)
     if optim_note:
         warnings.append(optim_note)
