@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The repo root replaces this script's folder on the path: bench/datasets.py would
-# otherwise pass for the HF `datasets` package and break the Trainer.
+# The repo root replaces this script's folder on the path, so a script here named like a
+# package (bench/datasets.py once passed for the HF `datasets`) cannot break the Trainer.
 sys.path[0] = str(ROOT)
 
 SHAPE = {"hidden": 512, "layers": 6, "heads": 8, "intermediate": 2304, "max_positions": 1024}

@@ -19,9 +19,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from studio.core.config import TemplateSection
 from studio.core.datasets import ALPACA_FIELDS, response_text, row_text
-from studio.core.templates import IGNORE_INDEX, TEMPLATE_MARKERS, encode_rows
+from studio.core.templates import IGNORE_INDEX, TEMPLATE_MARKERS, encode_rows, token_counts
 
-UNLIMITED = 10**9  # encode without a cut to learn each row's full length
+UNLIMITED = 10**9  # encode without a cut to learn each row's full length (the preview)
 CHUNK = 2000  # rows tokenized per batch: bounded memory for 50k-row datasets
 SHORT_CHARS = 2  # responses shorter than this (after trimming) are flagged as very short
 EXAMPLES = 20  # row indices listed per finding
@@ -90,11 +90,10 @@ def token_stats(tokenizer, rows: Sequence[Mapping[str, Any]], template: Template
     token (a row cut before it has nothing left to learn)."""
     lengths, trained, first = [], [], []
     for start in range(0, len(rows), CHUNK):
-        for enc in encode_rows(tokenizer, rows[start : start + CHUNK], UNLIMITED, template):
-            labels = enc.labels
-            lengths.append(len(labels))
-            trained.append(len(labels) - labels.count(IGNORE_INDEX))
-            first.append(next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels)))
+        for length, n_trained, first_trained in token_counts(tokenizer, rows[start : start + CHUNK], template):
+            lengths.append(length)
+            trained.append(n_trained)
+            first.append(first_trained)
     return lengths, trained, first
 
 

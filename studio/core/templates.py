@@ -440,6 +440,58 @@ def encode_rows(
     return out
 
 
+def token_counts(
+    tokenizer, rows: Sequence[Mapping[str, Any]], template: TemplateSection = DEFAULT_TEMPLATE
+) -> list[tuple[int, int, int]]:
+    """Per row, what encode_rows gives without a cut, as counts only: (tokens, trained
+    tokens, position of the first trained token; = tokens when none is trained).
+
+    For the quality report of 50k-row datasets: no id or label lists are built, and a fast
+    tokenizer skips character offsets (half the tokenization time of a large report)."""
+    start = len(_start_ids(tokenizer, template))
+    rendered = [_row_segments(row, template, tokenizer) for row in rows]
+    pieces = iter(_piece_lengths(tokenizer, [s.text for segments in rendered for s in segments]))
+    eos = tokenizer.eos_token_id
+    out = []
+    for segments in rendered:
+        length, trained, first = start, 0, None
+        for segment in segments:
+            n, ends_with_eos = next(pieces)
+            if segment.trained:
+                n += 1 if eos is not None and not ends_with_eos else 0
+                first = length if first is None and n else first
+                trained += n
+            length += n
+        if first is None:
+            out.append((length, 0, length))
+        else:
+            out.append((length, length if template.train_on_prompt else trained, 0 if template.train_on_prompt else first))
+    return out
+
+
+def _piece_lengths(tokenizer, texts: list[str]) -> list[tuple[int, bool]]:
+    """(token count, ends with EOS) of each text, tokenized as `tokenizer(texts,
+    add_special_tokens=False)` does."""
+    eos, eos_text = tokenizer.eos_token_id, getattr(tokenizer, "eos_token", None) or ""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    plain = (  # the Rust tokenizer as transformers would call it: no cut, padding or split specials
+        backend is not None
+        and hasattr(backend, "encode_batch_fast")
+        and backend.truncation is None
+        and backend.padding is None
+        and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))
+    )
+    if not plain:
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        return [(len(p), bool(p) and p[-1] == eos) for p in ids]
+    encodings = backend.encode_batch_fast(texts, add_special_tokens=False) if texts else []
+    # A piece can only end with EOS where its text holds the EOS text: read ids just there.
+    return [
+        (len(enc), bool(eos_text) and eos_text in text and enc.ids[-1:] == [eos])
+        for text, enc in zip(texts, encodings)
+    ]
+
+
 def _row_segments(row: Mapping[str, Any], template: TemplateSection, tokenizer) -> list[Segment]:
     if "text" in row and "messages" not in row and "output" not in row:
         return [Segment(str(row["text"]), True)]

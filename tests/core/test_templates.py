@@ -19,6 +19,7 @@ from studio.core.templates import (
     pick_variant,
     render_prompt,
     render_segments,
+    token_counts,
 )
 
 ROW = {"instruction": "Add the numbers.", "input": "2 3", "output": "5"}
@@ -199,6 +200,32 @@ def test_batch_encoding_matches_one_by_one(tok):
     rows = [ROW, CHAT, {**ROW, "input": ""}]
     tpl = template("chatml")
     assert encode_rows(tok, rows, 40, tpl) == [encode_example(tok, r, 40, tpl) for r in rows]
+
+
+def _counts_from_labels(tok, rows, tpl) -> list[tuple[int, int, int]]:
+    out = []
+    for enc in encode_rows(tok, rows, 10**9, tpl):
+        labels = enc.labels
+        trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
+        out.append((len(labels), len(trained), trained[0]))
+    return out
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_CHAT))
+@pytest.mark.parametrize("train_on_prompt", [False, True])
+def test_token_counts_match_the_encoded_labels(tok, name, train_on_prompt):
+    """The report's counts-only encoding agrees with encode_rows, on the fast tokenizer
+    path and on the plain `tokenizer(...)` path, EOS texts inside the data included."""
+    rows = [ROW, CHAT, {**ROW, "input": ""}, {**ROW, "output": "5 </s>"}, {**ROW, "output": "done</s>"},
+            {"messages": [{"role": "user", "content": "x </s> y"}, {"role": "assistant", "content": "a</s>"}]}]
+    tpl = template(name, train_on_prompt=train_on_prompt)
+    expected = _counts_from_labels(tok, rows, tpl)
+    assert token_counts(tok, rows, tpl) == expected
+    tok.backend_tokenizer.enable_truncation(8)  # a state the fast path must not read through
+    try:
+        assert token_counts(tok, rows, tpl) == expected
+    finally:
+        tok.backend_tokenizer.no_truncation()
 
 
 def test_system_prompt_option(tok):

@@ -50,6 +50,33 @@ def test_every_edit_makes_a_new_version_and_old_ones_stay(ctx):
     assert history[-1].content_hash == v1.content_hash
 
 
+def test_a_new_version_is_cached_as_reading_it_back_gives_it(ctx):
+    """Edits, a split and a revert put the new version straight into the snapshot cache:
+    rows (and their key order) exactly as the file reads back, unchanged rows shared."""
+    chat = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}], "category": "x"}
+    dataset_id = upload(ctx, rows(6))
+    chat_id = upload(ctx, [chat, chat], name="chat.jsonl")
+    _, before = datasets.load_version(ctx, dataset_id)
+    changes = [
+        lambda: datasets.edit_cell(ctx, dataset_id, 2, "output", "two"),
+        lambda: datasets.edit_cell(ctx, dataset_id, 3, "note", "a new column"),
+        lambda: datasets.add_row(ctx, dataset_id, {"output": "row", "instruction": "New"}),
+        lambda: datasets.delete_rows(ctx, dataset_id, [0]),
+        lambda: datasets.split_dataset(ctx, dataset_id, 0.5),
+        lambda: datasets.revert_to(ctx, dataset_id, before_version),
+        lambda: datasets.edit_cell(ctx, chat_id, 1, "messages", json.dumps([{"content": "Yo", "role": "user"}, {"role": "assistant", "content": "Hey"}])),
+    ]
+    before_version = datasets.get_dataset(ctx, dataset_id).version_id
+    for number, change in enumerate(changes):
+        public = change()
+        version, cached = datasets.load_version(ctx, public.id)
+        from_file = read_snapshot(datasets.snapshot_path(ctx, version.id))
+        assert [list(r.items()) for r in cached.rows] == [list(r.items()) for r in from_file]
+        assert json.dumps(cached.rows) == json.dumps(from_file)
+        if number == 0:
+            assert cached.rows[0] is before.rows[0] and cached.rows[2] is not before.rows[2]
+
+
 def test_revert_is_a_new_version_with_old_content(ctx):
     dataset_id = upload(ctx, rows(3))
     v1 = datasets.get_dataset(ctx, dataset_id)
