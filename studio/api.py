@@ -7,6 +7,7 @@ import json
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -94,8 +95,9 @@ async def upload_dataset(
 ) -> DatasetCreated:
     options = _parse_options(file_type, row_schema, columns)
     data = await _read_upload(ctx, file)
-    dataset, skipped = dataset_service.create_dataset(
-        ctx, file.filename or "upload", data, name, accept_partial, options
+    # Parsing a big file takes seconds: off the event loop, so other requests keep flowing.
+    dataset, skipped = await run_in_threadpool(
+        dataset_service.create_dataset, ctx, file.filename or "upload", data, name, accept_partial, options
     )
     return DatasetCreated(**dataset.model_dump(), skipped_rows=skipped)
 
@@ -110,7 +112,8 @@ async def inspect_dataset_file(
 ) -> FileInspection:
     """What auto-detection makes of a file (type, schema, columns, a sample); stores nothing."""
     options = _parse_options(file_type, row_schema, columns)
-    return dataset_service.inspect_file(ctx, file.filename or "upload", await _read_upload(ctx, file), options)
+    data = await _read_upload(ctx, file)
+    return await run_in_threadpool(dataset_service.inspect_file, ctx, file.filename or "upload", data, options)
 
 
 @router.get("/datasets", response_model=list[DatasetPublic])
