@@ -198,8 +198,8 @@ DEMO_TASKS: dict[str, TaskFn] = {
 
 PRETRAIN_FAMILIES = tuple(PRETRAIN_TASKS)
 
-# Demo size: with 10% held out, the demo preset (studio.core.config.PRESETS) runs ~1080
-# LoRA steps and lifts held-out exact match from 0 to ~0.25 (bench/demo_job.py).
+# Demo size: with 10% held out, the demo preset (studio.core.config.PRESETS) runs ~1440
+# LoRA steps and lifts held-out exact match from 0 to ~0.39 (bench/demo_job.py).
 DEMO_ROWS = 3200
 DEMO_FAMILIES = tuple(DEMO_TASKS)
 
