@@ -7,23 +7,11 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_until
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SHOTS = Path("/tmp")
+from tests.e2e.conftest import SHOTS
 
 pytestmark = pytest.mark.e2e
 
@@ -33,19 +21,6 @@ TRACE_POINTS = """() => {
     if (!plot || !plot.data) return null;
     return Object.fromEntries(plot.data.map(trace => [trace.meta, (trace.x || []).length]));
 }"""
-
-
-@pytest.fixture
-def page():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Chromium (apt-get install chromium) to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(30_000)
-        yield page
-        browser.close()
 
 
 def open_tab(page, name: str) -> None:

@@ -12,25 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_until
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, SHOTS
+from tests.e2e.conftest import SHOTS
 
 pytestmark = pytest.mark.e2e
 
 XSS = '<img src=x onerror="window.__xss=1">'
-
-
-@pytest.fixture
-def page():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: install Chromium (apt-get install chromium) to run the browser tests")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser tests")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        yield page
-        browser.close()
 
 
 def qa_csv(path: Path) -> Path:
