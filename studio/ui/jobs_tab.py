@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from studio.models import JobPublic, MetricPublic, SamplePublic
+from studio.models import CheckpointPublic, JobPublic, MetricPublic, SamplePublic
 from studio.services import jobs
 from studio.services.context import NotFound, StudioContext
 from studio.ui.forms import bind
@@ -58,6 +58,9 @@ def status_html(job: JobPublic) -> str:
     share = 100 * job.step / job.total_steps if job.total_steps else 0
     facts = [t("jobs.step", step=job.step, total=job.total_steps) if job.total_steps else t("jobs.step_unknown")]
     facts.append(t("jobs.attempt", attempts=job.attempts, max_attempts=job.max_attempts) if job.attempts else "")
+    if job.eta_seconds is not None:
+        minutes, seconds = divmod(round(job.eta_seconds), 60)
+        facts.append(t("jobs.eta", time=f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"))
     if job.cancel_requested and not job.status.finished:
         facts.append(t("jobs.cancel_pending"))
     error = ""
@@ -108,6 +111,35 @@ def loss_figure(points: list[MetricPublic]) -> go.Figure:
     if not points:
         fig.add_annotation(text=t("jobs.plot_empty"), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
     return fig
+
+
+def figures_markdown(points: list[MetricPublic], saved: list[CheckpointPublic]) -> str:
+    """The newest per-step and per-eval figures, and the checkpoints saved so far."""
+    train = next((p for p in reversed(points) if p.split == "train"), None)
+    evals = next((p for p in reversed(points) if p.split == "eval" and p.loss is not None), None)
+    lines = []
+    if train is not None:
+        facts = [t("jobs.fig.loss", step=train.step, loss=train.loss)]
+        if train.learning_rate is not None:
+            facts.append(t("jobs.fig.lr", lr=train.learning_rate))
+        if train.grad_norm is not None:
+            facts.append(t("jobs.fig.grad_norm", norm=train.grad_norm))
+        if train.tokens_per_second:
+            facts.append(t("jobs.fig.tokens", rate=train.tokens_per_second))
+        lines.append(" · ".join(facts))
+    if evals is not None:
+        facts = [t("jobs.fig.eval", step=evals.step, loss=evals.loss, ppl=evals.perplexity)]
+        if evals.exact_match is not None:
+            facts.append(t("jobs.fig.exact_match", share=evals.exact_match))
+        lines.append(" · ".join(facts))
+    if saved:
+        shown = [
+            t("jobs.fig.final") if c.final
+            else t("jobs.fig.checkpoint", step=c.step) + (f" ({c.eval_loss:.3f})" if c.eval_loss is not None else "")
+            for c in saved[-6:]
+        ]
+        lines.append(t("jobs.fig.checkpoints", items=", ".join(shown)))
+    return "\n\n".join(lines)
 
 
 def short_prompt(prompt: str) -> str:
@@ -166,12 +198,16 @@ def show_status(ctx: StudioContext, job_id: int | None):
 
 
 def show_plot(ctx: StudioContext, job_id: int | None, shown: tuple | None):
-    """The loss plot; skipped while no new metric point arrived."""
-    points = jobs.job_metrics(ctx, job_id) if job_id is not None else []
-    key = (job_id, len(points), points[-1].step if points else None)
+    """The loss plot and the newest figures; skipped while nothing new arrived."""
+    try:
+        points = jobs.job_metrics(ctx, job_id) if job_id is not None else []
+        saved = jobs.job_checkpoints(ctx, job_id) if job_id is not None else []
+    except NotFound:
+        points, saved = [], []
+    key = (job_id, len(points), points[-1].step if points else None, len(saved))
     if key == shown:
-        return gr.skip(), gr.skip()
-    return loss_figure(points), key
+        return gr.skip(), gr.skip(), gr.skip()
+    return loss_figure(points), figures_markdown(points, saved), key
 
 
 def show_samples(ctx: StudioContext, job_id: int | None, shown: tuple | None):
@@ -237,6 +273,7 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State) -> JobsTab:
             clone_btn = gr.Button(t("jobs.clone"), size="md", interactive=False, elem_id="job-clone")
     message = gr.HTML(elem_id="job-message")
     status = gr.HTML(t("jobs.none"), elem_id="job-status")
+    figures = gr.Markdown(elem_id="job-figures")
     plot = gr.Plot(show_label=False, elem_id="loss-plot")
     gr.Markdown(t("jobs.samples_title"))
     samples = gr.Dataframe(
@@ -256,7 +293,7 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State) -> JobsTab:
 
     refresh = [selected.change, timer.tick]
     gr.on(refresh, bind(show_status, ctx), selected, [status, cancel_btn, clone_btn, timer], **quiet)
-    gr.on(refresh, bind(show_plot, ctx), [selected, plot_key], [plot, plot_key], **quiet)
+    gr.on(refresh, bind(show_plot, ctx), [selected, plot_key], [plot, figures, plot_key], **quiet)
     gr.on(refresh, bind(show_samples, ctx), [selected, samples_key], [samples, samples_key], **quiet)
     gr.on(refresh, bind(show_logs, ctx), [selected, logs], logs, **quiet)
     selected.change(bind(show_config, ctx), selected, config, show_progress="hidden")
