@@ -38,12 +38,27 @@ class EventWriter:
         self._queue: queue.Queue[Event] = queue.Queue()
         self._pending: list[Event] = []
         self._closed = threading.Event()
+        self._wake = threading.Event()
+        self.put_count = 0
         self.sent = 0
         self._thread = threading.Thread(target=self._loop, name="event-writer", daemon=True)
         self._thread.start()
 
     def put(self, event: Event) -> None:
+        self.put_count += 1
         self._queue.put(event)
+
+    def drain(self, timeout: float) -> bool:
+        """Send everything put so far now and wait until it is stored; False if that did
+        not happen within timeout seconds (the sink is down)."""
+        target = self.put_count
+        deadline = time.monotonic() + timeout
+        while self.sent < target:
+            if time.monotonic() > deadline or self._closed.is_set():
+                return False
+            self._wake.set()
+            time.sleep(0.01)
+        return True
 
     def _flush(self) -> None:
         while True:
@@ -57,7 +72,11 @@ class EventWriter:
             self._pending = []
 
     def _loop(self) -> None:
-        while not self._closed.wait(self._interval):
+        while not self._closed.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._closed.is_set():
+                return  # close() sends the rest
             try:
                 self._flush()
             except Exception:  # DB locked or Redis restarting: keep the batch, retry
@@ -66,6 +85,7 @@ class EventWriter:
     def close(self) -> None:
         """Send everything left, retrying for up to close_timeout seconds."""
         self._closed.set()
+        self._wake.set()
         self._thread.join()
         deadline = time.monotonic() + self._close_timeout
         while True:
@@ -148,6 +168,7 @@ class Heartbeat:
 
 
 PROGRESS_SECONDS = 1.0
+DRAIN_SECONDS = 120.0
 
 
 class StudioCallback(TrainerCallback):
@@ -204,6 +225,11 @@ class StudioCallback(TrainerCallback):
         if not self.run.primary:
             return
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        # A resume from this checkpoint never re-emits the steps before it: they must be
+        # stored before it counts, or a crash right after it loses them for good.
+        if not self.run.writer.drain(DRAIN_SECONDS):
+            self.run.log(f"warning: events not stored in {DRAIN_SECONDS} s; checkpoint {state.global_step} not resumable")
+            return
         eval_loss = getattr(self.evaluate, "last_eval_loss", None)
         checkpoints.mark_complete(folder, state.global_step, eval_loss)
         self.run.emit(EventKind.checkpoint, step=state.global_step, path=self.run.paths.relative(folder), eval_loss=eval_loss)

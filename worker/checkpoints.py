@@ -33,6 +33,12 @@ def is_complete(checkpoint: Path) -> bool:
     return (checkpoint / COMPLETE_MARKER).is_file()
 
 
+def is_last_step(checkpoint: Path) -> bool:
+    """Whether the checkpoint was saved at the run's last step (its trainer state says)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+
+
 def last_complete(folder: Path) -> Path | None:
     complete = [p for _, p in _by_step(folder) if is_complete(p)]
     return complete[-1] if complete else None

@@ -17,6 +17,7 @@ import os
 import random
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -27,6 +28,7 @@ from transformers import (
     DataCollatorForSeq2Seq,
     DataCollatorWithFlattening,
     Trainer,
+    TrainerState,
     TrainingArguments,
     set_seed,
 )
@@ -68,7 +70,10 @@ def run(job: JobRun) -> str:
     resume = checkpoints.prepare_resume(job.paths.checkpoints)
     if resume is not None:
         job.log(f"resuming from {job.paths.relative(resume)}")
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume is not None and checkpoints.is_last_step(resume):
+        finish_from(trainer, resume)
+    else:
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if not job.primary:
         return "succeeded"  # rank 0 of a multi-GPU job saves the result
     if job.stop.is_set():
@@ -387,6 +392,15 @@ class Evaluator:
             tokens += n
         model.train(was_training)
         return total / max(tokens, 1)
+
+
+def finish_from(trainer: Trainer, checkpoint: Path) -> None:
+    """The attempt before died after saving the last step: load that checkpoint and end
+    training as the Trainer does (final evaluation), without training. (Resuming through
+    trainer.train at the last step would train one step past the end.)"""
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    trainer.control = trainer.callback_handler.on_train_end(trainer.args, trainer.state, trainer.control)
 
 
 def save_final(trainer: Trainer, tokenizer, job: JobRun) -> None:

@@ -48,12 +48,15 @@ def _train_losses(ctx, job_id) -> dict[int, float]:
 def _kill_after_checkpoint(ctx, job_id, checkpoint_step: int) -> tuple[float, int]:
     """SIGKILL the process training the job once checkpoint_step is saved and training
     has moved past it; returns (kill time, step at kill)."""
+    def latest_step() -> int:  # metric points arrive within a fraction of a second of their step
+        return max((m.step for m in jobs.job_metrics(ctx, job_id) if m.split == "train"), default=0)
+
     def ready():
         saved = any(c.step == checkpoint_step and not c.final for c in jobs.job_checkpoints(ctx, job_id))
-        return saved and jobs.get_job(ctx, job_id).step > checkpoint_step
+        return saved and latest_step() > checkpoint_step
 
     wait_until(ready, 180, interval=0.05, what=f"checkpoint {checkpoint_step} and progress past it")
-    step = jobs.get_job(ctx, job_id).step
+    step = latest_step()
     os.kill(_owner_pid(ctx, job_id), signal.SIGKILL)
     return time.time(), step
 
