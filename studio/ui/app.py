@@ -14,7 +14,8 @@ from studio.ui.text import t
 def build_ui(ctx: StudioContext) -> gr.Blocks:
     """The whole UI, for gr.mount_gradio_app. Holds no state of its own: each browser
     session keeps its selections in gr.State, jobs live in the DB."""
-    with gr.Blocks(title=t("app.title")) as page:
+    # delete_cache: Gradio's copies of uploads and exports older than a day, checked hourly
+    with gr.Blocks(title=t("app.title"), delete_cache=(3600, 86400)) as page:
         gr.Markdown(t("app.header"))
         with gr.Tabs() as tabs:
             with gr.Tab(t("tab.datasets"), id="datasets", elem_id="tab-datasets"):

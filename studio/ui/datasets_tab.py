@@ -15,7 +15,9 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -625,9 +627,24 @@ def export(ctx: StudioContext, view: dict | None, fmt: str):
         filename, data, _ = datasets.export_version(ctx, view["dataset_id"], fmt, view["version_id"])
     except (DatasetError, NotFound) as exc:
         return _refused("datasets.export_refused", exc), None
-    path = Path(tempfile.mkdtemp(prefix="studio-export-")) / filename
+    path = _export_folder() / filename
     path.write_bytes(data)
     return notice("ok", t("datasets.exported", file=filename, version=view["version"])), gr.File(value=str(path), visible=True)
+
+
+EXPORT_KEEP_SECONDS = 3600
+
+
+def _export_folder() -> Path:
+    """A fresh folder for one export in the system temp dir (Gradio serves files from
+    there); exports older than an hour are removed, the browser has them by then."""
+    root = Path(tempfile.gettempdir()) / "studio-exports"
+    root.mkdir(exist_ok=True)
+    cutoff = time.time() - EXPORT_KEEP_SECONDS
+    for old in root.iterdir():
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(dir=root))
 
 
 # --- handlers: split, quality report, token preview -----------------------------------

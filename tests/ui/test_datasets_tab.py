@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -291,7 +293,12 @@ def test_export_writes_the_shown_version_as_jsonl_or_formula_safe_csv(ctx, qa_da
     assert path.name == "qa-v1.jsonl" and "version 1" in message
     assert json.loads(path.read_text().splitlines()[0])["output"] == "0"
 
+    ours = tab._export_folder().parent
+    stale = time.time() - tab.EXPORT_KEEP_SECONDS - 1
+    for folder in ours.iterdir():
+        os.utime(folder, (stale, stale))
     message, file = tab.export(ctx, view_of(ctx, qa_dataset), "csv")
+    assert len(list(ours.iterdir())) == 1  # exports older than an hour were removed
     path = Path(file.value["path"] if isinstance(file.value, dict) else file.value)
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert path.name == "qa-v2.csv" and len(rows) == 30 and rows[0]["output"] == "'=1+1"
