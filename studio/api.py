@@ -4,6 +4,7 @@ JSON answer {"detail": ..., "errors": [...]} naming the file, row or field."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -22,6 +23,7 @@ from studio.models import (
     JobPublic,
     MetricPublic,
     SamplePublic,
+    WorkerPublic,
 )
 from studio.services import datasets as dataset_service
 from studio.services import jobs as job_service
@@ -292,6 +294,20 @@ def dataset_preview(ctx: Ctx, dataset_id: int, body: PreviewRequest) -> dict[str
 @router.post("/jobs", status_code=201, response_model=JobPublic)
 def create_job(ctx: Ctx, body: JobCreate) -> JobPublic:
     return job_service.create_job(ctx, body.dataset_id, body.base_model, body.config, body.preset, body.name)
+
+
+@router.post("/jobs/plan")
+def plan_job(ctx: Ctx, body: JobCreate) -> dict[str, Any]:
+    """What launching this job would mean, without launching it: parameter counts, a memory
+    estimate and warnings for the workers' device, the workers it would run on, and steps."""
+    preview = job_service.preview_launch(ctx, body.dataset_id, body.base_model, body.config, body.preset)
+    return {**asdict(preview.plan), "train_rows": preview.train_rows, "steps": preview.steps, "runs_on": preview.runs_on}
+
+
+@router.get("/workers", response_model=list[WorkerPublic])
+def list_workers(ctx: Ctx) -> list[WorkerPublic]:
+    """Workers that reported, with their device and whether they are still alive."""
+    return job_service.list_workers(ctx)
 
 
 @router.get("/jobs", response_model=list[JobPublic])

@@ -222,3 +222,30 @@ class JobLog(SQLModel, table=True):
     level: str = Field(default="info", max_length=16)
     message: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# --- workers --------------------------------------------------------------------------
+
+
+class WorkerNode(SQLModel, table=True):
+    """A running worker and the device it trains on, refreshed while it lives, so the
+    Train tab sizes a job for the machine that will run it, not the web host."""
+
+    __tablename__ = "worker"
+    name: str = Field(primary_key=True, max_length=200, description="Celery node name, e.g. trainer@gpu-host")
+    device_json: str = Field(sa_column=Column(Text, nullable=False))
+    started_at: datetime = Field(default_factory=utcnow)
+    last_seen: float = Field(index=True, description="unix seconds")
+
+
+class WorkerPublic(SQLModel):
+    name: str
+    device: str
+    cuda: bool
+    gpus: int
+    memory_gib: float
+    bf16: bool
+    bitsandbytes: bool
+    started_at: datetime
+    seconds_since_seen: float
+    alive: bool

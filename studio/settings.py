@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="A running job's lease; renewed every third of it."
     )
     max_attempts: int = Field(default=3, ge=1, description="Runs of a job before it fails.")
+    worker_heartbeat_seconds: float = Field(
+        default=30.0, gt=0, description="How often a worker refreshes its row in the worker registry."
+    )
     visibility_timeout_seconds: int = Field(
         default=3600, ge=1, description="Redis broker: seconds before an unacked job id is redelivered."
     )

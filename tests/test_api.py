@@ -37,7 +37,8 @@ def test_health_and_openapi(studio):
     client, _ = studio
     assert client.get("/api/health").json()["status"] == "ok"
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/api/datasets", "/api/jobs", "/api/jobs/{job_id}/metrics", "/api/jobs/{job_id}/cancel"):
+    for path in ("/api/datasets", "/api/jobs", "/api/jobs/{job_id}/metrics", "/api/jobs/{job_id}/cancel",
+                 "/api/jobs/plan", "/api/workers"):
         assert path in paths
 
 
@@ -202,6 +203,8 @@ def test_bad_job_request_names_the_field(studio, dataset_id, payload, expected):
     response = client.post("/api/jobs", json={"dataset_id": dataset_id, **payload})
     assert response.status_code == 422, response.text
     assert expected in response.json()["detail"]
+    planned = client.post("/api/jobs/plan", json={"dataset_id": dataset_id, **payload})
+    assert planned.status_code == 422 and expected in planned.json()["detail"]
     assert client.get("/api/jobs").json() == before
 
 
@@ -228,6 +231,9 @@ def test_job_through_the_api(studio, dataset_id, tiny_model_dir, module_processe
     assert created.status_code == 201, created.text
     job = created.json()
     assert job["status"] == "queued" and job["config"]["training"]["max_steps"] == 6
+    plan = client.post("/api/jobs/plan", json={"dataset_id": dataset_id, "base_model": str(tiny_model_dir)}).json()
+    assert plan["runs_on"] == "no worker yet" and plan["warnings"][0].startswith("No worker has reported")
+    assert 0 < plan["trainable_params"] < plan["total_params"] and plan["steps"] > 0
     worker_starter(module_processes)(settings)
 
     def finished():
@@ -239,6 +245,10 @@ def test_job_through_the_api(studio, dataset_id, tiny_model_dir, module_processe
     metrics = client.get(f"/api/jobs/{job['id']}/metrics").json()
     assert [m["step"] for m in metrics if m["split"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert all(isinstance(m["loss"], float) for m in metrics)
+    [worker] = wait_until(lambda: client.get("/api/workers").json(), 60, what="the worker to register")
+    assert worker["alive"] and worker["name"].startswith("worker")
+    plan = client.post("/api/jobs/plan", json={"dataset_id": dataset_id, "base_model": str(tiny_model_dir)}).json()
+    assert plan["runs_on"].startswith(worker["name"]) and not any("No worker" in w for w in plan["warnings"])
     samples = client.get(f"/api/jobs/{job['id']}/samples").json()
     assert {s["step"] for s in samples} == {0, 3, 6}
     assert all(set(s) >= {"step", "prompt", "output"} for s in samples)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import traceback
 
+from celery.signals import worker_ready, worker_shutdown
 from sqlalchemy.engine import Engine
 
 from studio import lifecycle
@@ -15,11 +16,14 @@ from studio.db import engine_for, session_scope
 from studio.eventbus import make_sink
 from studio.models import DatasetVersion, Job, JobStatus
 from studio.settings import Settings, get_settings
-from worker import distributed, recipe
+from worker import distributed, recipe, registry
 from worker.callbacks import EventWriter, Heartbeat, JobRun
 from worker.celery_app import RUN_JOB, app
 
 log = logging.getLogger(__name__)
+
+worker_ready.connect(registry.start, weak=False)
+worker_shutdown.connect(registry.stop, weak=False)
 
 
 @app.task(name=RUN_JOB)

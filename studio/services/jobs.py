@@ -10,10 +10,10 @@ from typing import Any, Mapping
 
 from sqlmodel import select
 
-from studio import lifecycle
+from studio import lifecycle, workers
 from studio.core.basemodels import DEMO, check_base_model
 from studio.core.config import DEMO_PRESET, ConfigError, JobConfig, build_config, deep_merge
-from studio.core.estimate import Plan, preview_job
+from studio.core.estimate import GIB, Device, Plan, detect_device, preview_job
 from studio.db import session_scope
 from studio.models import (
     Checkpoint,
@@ -27,6 +27,7 @@ from studio.models import (
     MetricPublic,
     Sample,
     SamplePublic,
+    WorkerPublic,
 )
 from studio.services.context import NotFound, StudioContext
 from studio.services.datasets import get_dataset
@@ -113,21 +114,27 @@ def create_job(
 
 @dataclass(frozen=True)
 class LaunchPreview:
-    """What the Train tab shows before launch: the plan (parameters, memory, warnings on
-    this machine's device) and how much training the dataset gives."""
+    """What the Train tab shows before launch: the plan (parameters, memory, warnings for
+    the device of the workers that will run it), which workers those are, and how much
+    training the dataset gives."""
 
     plan: Plan
     train_rows: int
     steps: int
+    runs_on: str
 
 
 def preview_launch(
-    ctx: StudioContext, dataset_id: int, base_model: str, config: Mapping[str, Any] | None = None
+    ctx: StudioContext,
+    dataset_id: int,
+    base_model: str,
+    config: Mapping[str, Any] | None = None,
+    preset: str | None = "",
 ) -> LaunchPreview:
     """Validate like create_job (raises ConfigError / NotFound), store nothing, and size
     the run. Steps follow the HF Trainer: ceil(rows / (batch x accumulation x devices)) per epoch."""
     dataset = get_dataset(ctx, dataset_id)
-    frozen = make_config(base_model, dataset.version_id, config, preset="")
+    frozen = make_config(base_model, dataset.version_id, config, preset)
     data, training = frozen.data, frozen.training
     if dataset.validation_rows:
         train_rows = dataset.row_count - dataset.validation_rows
@@ -135,7 +142,41 @@ def preview_launch(
         train_rows = dataset.row_count - round(dataset.row_count * data.validation_fraction)
     per_epoch = math.ceil(max(train_rows, 1) / (training.batch_size * training.grad_accum * training.devices))
     steps = training.max_steps or math.ceil(per_epoch * training.epochs)
-    return LaunchPreview(preview_job(frozen), train_rows, steps)
+    plan, runs_on = _plan_for_workers(ctx, frozen)
+    return LaunchPreview(plan, train_rows, steps, runs_on)
+
+
+def _plan_for_workers(ctx: StudioContext, config: JobConfig) -> tuple[Plan, str]:
+    """Plan for the most capable live worker's device; a job may land on any free worker,
+    so warnings that only hold on the others are added, named by device. With no live
+    worker, plan for this machine and say that a job would wait."""
+    live = workers.live_devices(ctx.engine, ctx.settings.worker_heartbeat_seconds)
+    if not live:
+        plan = preview_job(config, detect_device())
+        silence = ctx.settings.worker_heartbeat_seconds * workers.MISSED_BEATS
+        plan.warnings.insert(0, (
+            f"No worker has reported in the last {silence:.0f} s: a launched job waits in the queue until one "
+            "starts (`studio worker`). This estimate is for the studio's own machine."
+        ))
+        return plan, "no worker yet"
+    devices = sorted(set(live.values()), key=lambda d: (d.cuda, d.memory_bytes, d.name), reverse=True)
+    plan = preview_job(config, devices[0])
+    for other in devices[1:]:
+        plan.warnings.extend(
+            f"On {describe_device(other)}: {w}" for w in preview_job(config, other).warnings if w not in plan.warnings
+        )
+    return plan, "; ".join(f"{name} ({describe_device(device)})" for name, device in live.items())
+
+
+def list_workers(ctx: StudioContext) -> list[WorkerPublic]:
+    return workers.list_workers(ctx.engine, ctx.settings.worker_heartbeat_seconds)
+
+
+def describe_device(device: Device) -> str:
+    if device.cuda:
+        count = f"{device.gpus} x " if device.gpus > 1 else ""
+        return f"{count}{device.name}, {device.memory_bytes / GIB:.0f} GiB"
+    return f"CPU, {device.memory_bytes / GIB:.0f} GiB RAM"
 
 
 def clone_job(ctx: StudioContext, job_id: int) -> JobPublic:

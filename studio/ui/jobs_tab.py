@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from studio.models import CheckpointPublic, JobPublic, MetricPublic, SamplePublic
+from studio.models import CheckpointPublic, JobPublic, JobStatus, MetricPublic, SamplePublic
 from studio.services import jobs
 from studio.services.context import NotFound, StudioContext
 from studio.ui.forms import bind
@@ -52,11 +52,14 @@ def jobs_frame(items: list[JobPublic]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[t(f"jobs.col.{c}") for c in JOB_COLUMNS])
 
 
-def status_html(job: JobPublic) -> str:
-    """A status badge, a progress bar and, for a failed job, the reason."""
+def status_html(job: JobPublic, workers_live: bool = True) -> str:
+    """A status badge, a progress bar and, for a failed job, the reason; a queued job
+    with no live worker to take it says so."""
     colour = STATUS_COLOURS.get(job.status.value, "#6b7280")
     share = 100 * job.step / job.total_steps if job.total_steps else 0
     facts = [t("jobs.step", step=job.step, total=job.total_steps) if job.total_steps else t("jobs.step_unknown")]
+    if job.status == JobStatus.queued and not workers_live:
+        facts.append(t("jobs.no_worker"))
     facts.append(t("jobs.attempt", attempts=job.attempts, max_attempts=job.max_attempts) if job.attempts else "")
     if job.eta_seconds is not None:
         minutes, seconds = divmod(round(job.eta_seconds), 60)
@@ -194,7 +197,8 @@ def show_status(ctx: StudioContext, job_id: int | None):
     except NotFound as exc:
         return html.escape(str(exc)), *idle
     stoppable = not job.status.finished and not job.cancel_requested
-    return status_html(job), gr.Button(interactive=stoppable), gr.Button(interactive=True), gr.Timer(active=may_change(job))
+    live = job.status != JobStatus.queued or any(w.alive for w in jobs.list_workers(ctx))
+    return status_html(job, live), gr.Button(interactive=stoppable), gr.Button(interactive=True), gr.Timer(active=may_change(job))
 
 
 def show_plot(ctx: StudioContext, job_id: int | None, shown: tuple | None):

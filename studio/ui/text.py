@@ -206,6 +206,7 @@ TEXT: dict[str, str] = {
     "train.plan_params": "- **{trainable:,}** trainable of {total:,} parameters ({share:.2f}%)",
     "train.plan_memory": "- about **{gib:.2f} GiB** of memory to train in {precision} (a rough upper estimate)",
     "train.plan_steps": "- {rows:,} training rows, **{steps:,} steps**",
+    "train.plan_runs_on": "- workers: {where}",
     "train.plan_warning": "- ⚠️ {text}",
     # jobs tab
     "jobs.list_title": "### Jobs",
@@ -219,6 +220,7 @@ TEXT: dict[str, str] = {
     "jobs.none": "No job selected. Launch one in the Train tab.",
     "jobs.step": "step {step} / {total}",
     "jobs.step_unknown": "waiting to start",
+    "jobs.no_worker": "no worker is running to take it (start one with: studio worker)",
     "jobs.attempt": "attempt {attempts} of {max_attempts}",
     "jobs.cancel_pending": "cancel requested",
     "jobs.eta": "about {time} left",

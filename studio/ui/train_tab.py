@@ -82,6 +82,7 @@ def show_plan(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base
         lines.append(t("train.plan_params", trainable=plan.trainable_params, total=plan.total_params, share=share))
         lines.append(t("train.plan_memory", gib=plan.memory_bytes / 2**30, precision=plan.precision))
     lines.append(t("train.plan_steps", rows=preview.train_rows, steps=preview.steps))
+    lines.append(t("train.plan_runs_on", where=preview.runs_on))
     lines += [t("train.plan_warning", text=w) for w in plan.warnings]
     return "\n".join(lines)
 

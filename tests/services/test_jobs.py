@@ -4,10 +4,15 @@ the real base model configs (the shipped demo base and a tiny local Llama)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+from studio import workers
 from studio.core.config import ConfigError
+from studio.core.estimate import GIB, Device
+from studio.db import session_scope
+from studio.models import WorkerNode, utcnow
 from studio.services import datasets, jobs
 from studio.services.context import NotFound
 
@@ -61,3 +66,45 @@ def test_preview_names_bad_fields_and_missing_things(ctx, tmp_path):
         jobs.preview_launch(ctx, dataset_id, str(tmp_path / "nowhere"))
     with pytest.raises(NotFound):
         jobs.preview_launch(ctx, 999, "demo")
+
+
+# --- the worker registry: the preview is for the workers' device ------------------------
+
+A100 = Device(cuda=True, name="NVIDIA A100", memory_bytes=80 * GIB, bf16=True, bitsandbytes=True, gpus=1)
+SMALL_CPU = Device(cuda=False, name="CPU", memory_bytes=8 * GIB, bf16=False, bitsandbytes=True)
+
+
+def test_preview_without_a_worker_says_a_job_would_wait(ctx):
+    preview = jobs.preview_launch(ctx, upload(ctx, 10), "demo")
+    assert preview.runs_on == "no worker yet"
+    assert preview.plan.warnings[0].startswith("No worker has reported in the last 90 s")
+
+
+def test_preview_is_for_the_registered_workers_device(ctx, tiny_model_dir):
+    dataset_id = upload(ctx, 20)
+    workers.register(ctx.engine, "gpu@box", A100, utcnow())
+    qlora = {"adapter": {"method": "qlora"}, "training": {"precision": "auto"}}
+    on_gpu = jobs.preview_launch(ctx, dataset_id, str(tiny_model_dir), qlora)
+    assert on_gpu.runs_on == "gpu@box (NVIDIA A100, 80 GiB)"
+    assert on_gpu.plan.precision == "bf16" and on_gpu.plan.warnings == []
+    # a job goes to whichever worker is free: a CPU worker's own problems are named too
+    workers.register(ctx.engine, "cpu@laptop", SMALL_CPU, utcnow())
+    mixed = jobs.preview_launch(ctx, dataset_id, str(tiny_model_dir), qlora)
+    assert mixed.plan.precision == "bf16"
+    assert any(w.startswith("On CPU, 8 GiB RAM: QLoRA needs a CUDA GPU") for w in mixed.plan.warnings)
+    assert "cpu@laptop (CPU, 8 GiB RAM)" in mixed.runs_on and "gpu@box" in mixed.runs_on
+
+
+def test_silent_workers_are_not_counted(ctx):
+    workers.register(ctx.engine, "gone@box", A100, utcnow())
+    silence = ctx.settings.worker_heartbeat_seconds * workers.MISSED_BEATS
+    with session_scope(ctx.engine) as session:
+        session.get(WorkerNode, "gone@box").last_seen = time.time() - silence - 1
+    assert workers.live_devices(ctx.engine, ctx.settings.worker_heartbeat_seconds) == {}
+    [listed] = jobs.list_workers(ctx)
+    assert listed.name == "gone@box" and not listed.alive and listed.seconds_since_seen > silence
+    assert jobs.preview_launch(ctx, upload(ctx, 5), "demo").runs_on == "no worker yet"
+    workers.register(ctx.engine, "gone@box", A100, utcnow())  # it reports again
+    assert jobs.list_workers(ctx)[0].alive
+    workers.unregister(ctx.engine, "gone@box")
+    assert jobs.list_workers(ctx) == []

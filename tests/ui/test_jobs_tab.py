@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 
-from studio.models import CheckpointPublic, JobPublic, JobStatus, MetricPublic
-from studio.ui.jobs_tab import figures_markdown, status_html
+from studio import workers
+from studio.core.estimate import GIB, Device
+from studio.models import CheckpointPublic, JobPublic, JobStatus, MetricPublic, utcnow
+from studio.services import datasets, jobs
+from studio.ui.jobs_tab import figures_markdown, show_status, status_html
 
 NOW = datetime.now(timezone.utc)
 
@@ -43,3 +46,11 @@ def test_status_shows_eta_attempts_and_escapes_the_error():
     html = status_html(job)
     assert "step 40 / 100" in html and "attempt 2 of 3" in html and "about 2 min 05 s left" in html
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html
+
+
+def test_a_queued_job_says_when_no_worker_is_running(ctx):
+    dataset_id = datasets.create_dataset(ctx, "t.jsonl", b'{"instruction": "a", "output": "b"}\n' * 4)[0].id
+    job = jobs.create_job(ctx, dataset_id, "demo")
+    assert "no worker is running to take it" in show_status(ctx, job.id)[0]
+    workers.register(ctx.engine, "trainer@box", Device(False, "CPU", 8 * GIB, False, False), utcnow())
+    assert "no worker" not in show_status(ctx, job.id)[0]

@@ -6,7 +6,10 @@ import json
 
 import gradio as gr
 
+from studio import workers
 from studio.core.config import DEMO_PRESET, build_config
+from studio.core.estimate import GIB, Device
+from studio.models import utcnow
 from studio.services import datasets
 from studio.ui.forms import render_form
 from studio.ui.train_tab import show_plan
@@ -21,6 +24,10 @@ def test_plan_shows_counts_steps_and_names_bad_fields(ctx):
     text = show_plan(ctx, form, dataset_id, "demo", *values)
     assert "trainable of" in text and "GiB" in text
     assert "36 training rows, **24 steps**" in text  # 8 epochs x ceil(36 / 16)
+    assert "- workers: no worker yet" in text and "No worker has reported" in text
+    workers.register(ctx.engine, "trainer@box", Device(False, "CPU", 16 * GIB, False, False), utcnow())
+    text = show_plan(ctx, form, dataset_id, "demo", *values)
+    assert "- workers: trainer@box (CPU, 16 GiB RAM)" in text and "No worker" not in text
 
     by_path = {s.path: i for i, s in enumerate(form.specs)}
     values[by_path["adapter.method"]] = "qlora"
