@@ -9,8 +9,9 @@ For the demo base + demo dataset + demo preset, capped at --steps steps, prints:
      same steps for reference;
   2. launch -> first training step (the first step's metric), model load excluded (goal
      <= 2 s embedded, <= 0.5 s Redis), split into queue wait (POST -> claimed by the
-     worker) and the recipe's own setup (data, Trainer, the step-0 evaluation, the first
-     step), next to the same setup in the direct call: the difference is the studio's;
+     worker) and the recipe's own setup (data, Trainer, the first step; an adapter's
+     step-0 evaluation runs just after it), next to the same setup in the direct call:
+     the difference is the studio's;
   3. metric recorded by the worker -> visible in the dashboard's data (GET
      /api/jobs/{id}/metrics, which the Jobs tab reads), median and p95 over every step,
      polled every 20 ms in a job of its own (fast polling costs CPU the timed jobs keep).
@@ -294,7 +295,7 @@ def main() -> None:
         print(f"  ratio studio / direct: best {job['wall'] / direct['wall']:.3f}, per interleaved pair "
               f"{seconds(ratios)} (goal <= 1.10)")
         print(f"  launch -> first step, model load excluded: {launch:.3f} s (goal <= {goal} s): queue wait "
-              f"{first['queue']:.3f} s + data {first['to_data']:.3f} s + Trainer, step-0 evaluation and first step "
+              f"{first['queue']:.3f} s + data {first['to_data']:.3f} s + Trainer and first step "
               f"{first['to_first_step']:.3f} s; model load {first['model_load']:.3f} s")
         print(f"    the same setup in the direct call: {setup_direct:.3f} s; the studio's part: queue wait "
               f"{first['queue']:.3f} s (idle worker), {result['back_to_back_queue']:.3f} s for a job launched as the "

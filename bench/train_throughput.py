@@ -109,8 +109,8 @@ class CountingCollator:
 
 
 def timer_callback(counter: CountingCollator, result: dict):
-    """Times the training steps only: starts after the studio's step-0 evaluation and
-    stops at the end of the last step, before any final evaluation."""
+    """Times the training steps only: from the start of training to the end of the last
+    step, less the time the studio spends evaluating in between (see untimed_evaluation)."""
     from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
@@ -120,10 +120,30 @@ def timer_callback(counter: CountingCollator, result: dict):
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == state.max_steps:
-                result["seconds"] = time.perf_counter() - result["start"]
+                result["seconds"] = time.perf_counter() - result["start"] - result.get("eval_seconds", 0.0)
                 counter.counting = False
 
     return Timer()
+
+
+def untimed_evaluation(trainer, counter: CountingCollator, result: dict) -> None:
+    """The studio evaluates the base model (step 0) right after the first step: keep that
+    time out of the training time and its batches out of the trained-token count."""
+    from worker.callbacks import StudioCallback
+
+    callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, StudioCallback))
+    evaluate = callback.evaluate
+
+    def timed(step: int, base: bool = False) -> None:
+        counting, counter.counting = counter.counting, False
+        start = time.perf_counter()
+        try:
+            evaluate(step, base=base)
+        finally:
+            result["eval_seconds"] = result.get("eval_seconds", 0.0) + time.perf_counter() - start
+            counter.counting = counting
+
+    callback.evaluate = timed
 
 
 def rss_mb() -> float:
@@ -257,6 +277,7 @@ def run_studio(model_dir: Path, data_file: Path, out_dir: Path, overrides: dict)
     counter = CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     result: dict = {}
+    untimed_evaluation(trainer, counter, result)
     trainer.add_callback(timer_callback(counter, result))
     trainer.train()
     run.writer.close()

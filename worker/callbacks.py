@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from sqlalchemy.engine import Engine
@@ -171,20 +171,35 @@ PROGRESS_SECONDS = 1.0
 DRAIN_SECONDS = 120.0
 
 
+class Evaluate(Protocol):
+    """Records an evaluation at `step`; `base=True`: of the base model (adapter off)."""
+
+    def __call__(self, step: int, base: bool = False) -> None: ...
+
+
 class StudioCallback(TrainerCallback):
     """Streams per-step metrics, runs evaluation every `sample_every` steps, and stops
-    training when the job is cancelled or its lease is lost."""
+    training when the job is cancelled or its lease is lost.
 
-    def __init__(self, run: JobRun, evaluate: Callable[[int], None]):
+    The step-0 evaluation is the base model's. An adapter starts as a no-op, so with
+    `base_later` it is run with the adapter switched off just after the first step is
+    reported: the loss curve starts without waiting for it."""
+
+    def __init__(self, run: JobRun, evaluate: Evaluate, base_later: bool = False):
         self.run = run
         self.evaluate = evaluate
+        self.base_later = base_later
+        self._base_pending = False
         self._tokens_at: tuple[int, float] = (0, time.perf_counter())  # (tokens seen, when)
         self._progress_at = float("-inf")  # the first step is shown at once
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.run.progress(state.global_step, state.max_steps)
         if state.global_step == 0:
-            self._evaluate(0)
+            if self.base_later:
+                self._base_pending = True
+            else:
+                self._evaluate(0)
         self.run.log(f"training started at step {state.global_step} of {state.max_steps}")
         self._tokens_at = (state.num_input_tokens_seen or 0, time.perf_counter())
 
@@ -205,6 +220,7 @@ class StudioCallback(TrainerCallback):
             # non-padding tokens per second since the last step (evaluation time included)
             tokens_per_second=(tokens - seen_before) / (now - before) if tokens > seen_before else None,
         )
+        self._evaluate_base()
 
     def on_step_end(self, args, state, control, **kwargs):
         step = state.global_step
@@ -237,14 +253,20 @@ class StudioCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.run.progress(state.global_step, state.max_steps)
+        self._evaluate_base()
         if not self.run.stop.is_set():
             self._evaluate(state.global_step)
 
-    def _evaluate(self, step: int) -> None:
+    def _evaluate_base(self) -> None:
+        if self._base_pending:
+            self._base_pending = False
+            self._evaluate(0, base=True)
+
+    def _evaluate(self, step: int, base: bool = False) -> None:
         # In a multi-GPU job only rank 0 evaluates; the others wait for it at the next
         # gradient sync.
         if self.run.primary:
-            self.evaluate(step)
+            self.evaluate(step, base=base)
 
 
 def _maybe_float(value: Any) -> float | None:

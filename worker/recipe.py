@@ -281,7 +281,8 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
     args = training_arguments(t, str(job.paths.checkpoints), job.log)
     trainer = Trainer(model=model, args=args, train_dataset=data.train, data_collator=make_collator(tokenizer, t))
     evaluator = Evaluator(trainer, tokenizer, data, job)
-    trainer.add_callback(StudioCallback(job, evaluator))
+    # a fresh LoRA adapter is a no-op (B = 0), so the base model is the model with it off
+    trainer.add_callback(StudioCallback(job, evaluator, base_later=hasattr(model, "peft_config")))
     trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(job.paths.tensorboard))))
     return trainer
 
@@ -351,7 +352,14 @@ class Evaluator:
         self.prompts = [encode_prompt(tokenizer, row, self.template) for row in data.probes]
         self.last_eval_loss: float | None = None
 
-    def __call__(self, step: int) -> None:
+    def __call__(self, step: int, base: bool = False) -> None:
+        if base:
+            with self.trainer.model.disable_adapter():
+                self._record(step)
+        else:
+            self._record(step)
+
+    def _record(self, step: int) -> None:
         model = self.trainer.model
         eval_loss = self._eval_loss(model) if self.data.held_out else None
         self.last_eval_loss = eval_loss

@@ -3,10 +3,11 @@ record how it ended. The broker only ever carries the id."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import traceback
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy.engine import Engine
 
 from studio import lifecycle
@@ -24,6 +25,14 @@ log = logging.getLogger(__name__)
 
 worker_ready.connect(registry.start, weak=False)
 worker_shutdown.connect(registry.stop, weak=False)
+
+
+@worker_process_init.connect
+def _freeze_inherited_objects(**_kwargs) -> None:
+    """A fresh pool process inherits every object the parent imported (torch,
+    transformers, ...). Freezing them keeps the garbage collector from walking them: the
+    full collection the Trainer runs before its first step drops from ~0.35 s to ~0.0x s."""
+    gc.freeze()
 
 
 @app.task(name=RUN_JOB)

@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from studio.core.config import AdapterSection, ModelSection
-from studio.models import JobStatus
+from sqlmodel import select
+
+from studio.db import session_scope
+from studio.models import JobStatus, MetricPoint
 from studio.services import jobs
 from worker.recipe import count_parameters, load_model
 
@@ -111,3 +114,31 @@ def test_gradient_checkpointing_trains_the_adapters(run_here, ctx):
     assert job.status == JobStatus.succeeded, job.error
     grad_norms = [m.grad_norm for m in jobs.job_metrics(ctx, job.id) if m.split == "train"]
     assert grad_norms and all(g and g > 0 for g in grad_norms)
+
+
+@pytest.mark.parametrize("adapter", [{"method": "lora"}, {"method": "lora", "use_dora": True}])
+def test_step_0_is_the_base_model_and_does_not_hold_up_the_first_step(ctx, run_here, adapter):
+    """An adapter's step-0 evaluation runs with the adapter off after step 1 is reported;
+    it must read exactly as the base model evaluated before training (a full fine-tune
+    still evaluates first)."""
+    def step_0(job):
+        [point] = [m for m in jobs.job_metrics(ctx, job.id) if m.split == "eval" and m.step == 0]
+        return point, [s.output for s in jobs.job_samples(ctx, job.id) if s.step == 0]
+
+    config = _config(**adapter)
+    # no warmup: step 1 really moves the adapter, so leaving it on would show
+    config["training"].update(precision="fp32", warmup_ratio=0, learning_rate=1e-2)
+    with_adapter = run_here(config)
+    full = run_here({**config, "adapter": {"method": "full"}})
+    assert with_adapter.status == full.status == JobStatus.succeeded
+    (adapter_point, adapter_outputs), (full_point, full_outputs) = step_0(with_adapter), step_0(full)
+    assert adapter_point.loss == pytest.approx(full_point.loss, abs=1e-5)
+    assert adapter_point.exact_match == full_point.exact_match and adapter_outputs == full_outputs
+
+    def recorded_at(job, split, step):
+        with session_scope(ctx.engine) as session:
+            return session.exec(select(MetricPoint.recorded_at).where(
+                MetricPoint.job_id == job.id, MetricPoint.split == split, MetricPoint.step == step)).one()
+
+    assert recorded_at(with_adapter, "train", 1) <= recorded_at(with_adapter, "eval", 0)
+    assert recorded_at(full, "eval", 0) <= recorded_at(full, "train", 1)
