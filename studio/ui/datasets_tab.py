@@ -48,11 +48,21 @@ MAX_LENGTH = spec_for("training.max_length", TrainingSection.model_fields["max_l
 MAX_DELETE = 100_000  # indices one delete may name
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
-# The rows table: a click on a row reports its index (the handler reads evt.index).
+# The rows table: a click on a row opens it (event 'click'); a Ctrl-, Cmd- or Shift-click
+# marks it for deletion or unmarks it (event 'select'). Handlers read evt.index.
 ROWS_JS = """
 element.addEventListener('click', (event) => {
   const row = event.target.closest('tr[data-index]');
-  if (row) trigger('click', {index: Number(row.dataset.index)});
+  if (!row) return;
+  const index = Number(row.dataset.index);
+  if (event.ctrlKey || event.metaKey || event.shiftKey) {
+    row.classList.toggle('marked');
+    trigger('select', {index: index});
+  } else {
+    element.querySelectorAll('tr.current').forEach((r) => r.classList.remove('current'));
+    row.classList.add('current');
+    trigger('click', {index: index});
+  }
 });
 """
 ROWS_CSS = """
@@ -64,6 +74,8 @@ td { vertical-align: top; white-space: pre-wrap; word-break: break-word; }
 td.index { color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums; width: 3.5em; }
 tr[data-index] { cursor: pointer; }
 tr[data-index]:hover td { background: var(--background-fill-secondary); }
+tr.current td { background: var(--color-accent-soft); }
+tr.marked td { background: var(--error-background-fill); text-decoration: line-through; }
 """
 
 
@@ -472,6 +484,18 @@ def pick_table_row(evt: gr.EventData):
     return index, index
 
 
+def mark_table_row(text: str, evt: gr.EventData):
+    """The delete box with a Ctrl-clicked row's index added, or removed when it was there,
+    and its panel opened. Returns (box, panel)."""
+    index = int(evt.index)
+    try:
+        indices = set(parse_indices(text)) if (text or "").strip() else set()
+    except ValueError:  # the box held something else: start again from this row
+        indices = set()
+    indices ^= {index}
+    return ", ".join(str(i) for i in sorted(indices)), gr.Accordion(open=True)
+
+
 # --- handlers: edit, add, delete ------------------------------------------------------
 
 
@@ -556,18 +580,20 @@ def add_new_row(
 
 
 def delete_selected(ctx: StudioContext, view: dict | None, text: str):
-    """Delete the rows named like '3, 7-9' from the version shown. Returns (message, changed)."""
+    """Delete the rows named like '3, 7-9' from the version shown. Returns (message,
+    changed, delete box): the box is emptied once they are gone, so a second click cannot
+    delete the rows that moved up into those places."""
     if not view:
-        return notice("error", t("datasets.no_dataset")), gr.skip()
+        return notice("error", t("datasets.no_dataset")), gr.skip(), gr.skip()
     try:
         indices = parse_indices(text)
     except ValueError as exc:
-        return notice("error", t("datasets.change_refused"), [str(exc)]), gr.skip()
+        return notice("error", t("datasets.change_refused"), [str(exc)]), gr.skip(), gr.skip()
     try:
         saved = datasets.delete_rows(ctx, view["dataset_id"], indices, view["version_id"])
     except (DatasetError, NotFound) as exc:
-        return _refused("datasets.change_refused", exc), gr.skip()
-    return _saved(saved, view["version_id"])
+        return _refused("datasets.change_refused", exc), gr.skip(), gr.skip()
+    return *_saved(saved, view["version_id"]), ""
 
 
 def _saved(saved: DatasetPublic, base_version_id: int | None):
@@ -777,6 +803,7 @@ class RowsPanel:
     save: gr.Button
     add_fields: list[gr.Textbox]  # instruction, input, output, extra lines, messages
     add: gr.Button
+    delete_panel: gr.Accordion
     delete_text: gr.Textbox
     delete: gr.Button
 
@@ -812,12 +839,12 @@ def rows_panel() -> RowsPanel:
         add_fields.append(gr.Textbox(label=t("datasets.new.messages"), info=t("datasets.new.messages_info"), lines=4,
                                      visible=False, elem_id="new-messages"))
         add = gr.Button(t("datasets.add_row"), elem_id="add-row")
-    with gr.Accordion(t("datasets.delete_title"), open=False, elem_id="delete-panel"):
+    with gr.Accordion(t("datasets.delete_title"), open=False, elem_id="delete-panel") as delete_panel:
         with gr.Row(equal_height=True):
             delete_text = gr.Textbox(label=t("datasets.delete_rows"), placeholder="3, 7-9", scale=3, elem_id="delete-rows")
             delete = gr.Button(t("datasets.delete"), variant="stop", scale=1, elem_id="delete-btn")
     return RowsPanel(search, category, label, prev, next_, table, index, load, field, value, row, save, add_fields, add,
-                     delete_text, delete)
+                     delete_panel, delete_text, delete)
 
 
 @dataclass(frozen=True)
@@ -965,7 +992,8 @@ def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
     changes = [change_message, changed]
     rows.save.click(bind(save_cell, ctx), [editing, rows.field, rows.value], changes)
     rows.add.click(bind(add_new_row, ctx), [view, *rows.add_fields], changes)
-    rows.delete.click(bind(delete_selected, ctx), [view, rows.delete_text], changes)
+    rows.delete.click(bind(delete_selected, ctx), [view, rows.delete_text], [*changes, rows.delete_text])
+    rows.table.select(mark_table_row, rows.delete_text, [rows.delete_text, rows.delete_panel], show_progress="hidden")
     versions.revert.click(bind(revert, ctx), [selected, versions.choice], changes)
     splitting.run.click(bind(split, ctx), [view, splitting.fraction, splitting.seed, splitting.by_column,
                                            splitting.stratify], changes)

@@ -78,6 +78,7 @@ def test_prepare_a_dataset_in_the_browser(settings, start_server, tmp_path, proc
     page.locator("#rows-page").get_by_text("rows 1–1 of 1").wait_for()
     cell(page, "preview-table", "What is 3 plus 3?").click()
     wait_until(lambda: page.locator("#edit-value textarea").input_value() == "6", 10, 0.1, "the row in the edit form")
+    assert page.locator("#preview-table tr.current").count() == 1  # the clicked row stays highlighted
     page.locator("#edit-value textarea").fill("six")
     page.click("#edit-save")
     page.locator("#dataset-change-message").get_by_text("Version 2 saved: edited 'output' of row 3").wait_for()
@@ -116,6 +117,21 @@ def test_prepare_a_dataset_in_the_browser(settings, start_server, tmp_path, proc
     download.value.save_as(saved)
     lines = saved.read_text(encoding="utf-8").splitlines()
     assert saved.name == "qa-v3.csv" and lines[0] == "instruction,input,output,category" and len(lines) == 26
+
+    # Ctrl-click marks rows for deletion (the delete panel opens); deleting empties the box.
+    page.get_by_role("tab", name="Rows", exact=True).click()
+    page.locator("#rows-search textarea").fill("")
+    page.locator("#rows-search textarea").press("Enter")
+    page.locator("#rows-page").get_by_text("Version 3 · rows 1–20 of 25").wait_for()
+    page.locator("#preview-table tr[data-index='1']").click(modifiers=["Control"])
+    page.locator("#preview-table tr[data-index='4']").click(modifiers=["Control"])
+    box = page.locator("#delete-rows textarea")
+    wait_until(lambda: box.is_visible() and box.input_value() == "1, 4", 10, 0.1, "rows 1 and 4 in the delete box")
+    assert page.locator("#preview-table tr.marked").count() == 2
+    page.click("#delete-btn")
+    page.locator("#dataset-change-message").get_by_text("Version 4 saved: deleted 2 rows (1, 4)").wait_for()
+    page.locator("#rows-page").get_by_text("Version 4 · rows 1–20 of 23").wait_for()
+    wait_until(lambda: box.input_value() == "", 10, 0.1, "the delete box to empty")
 
     assert page.evaluate("window.__xss") is None
     assert page.locator("img[src=x]").count() == 0

@@ -260,12 +260,27 @@ def test_add_a_row_with_extra_fields_and_delete_rows_by_ranges(ctx, qa_dataset):
 
     view = view_of(ctx, qa_dataset)
     for bad, expected in (("3, x", "&#x27;x&#x27; is not a row number"), ("9-7", "runs backwards"), (" , ", "at least one")):
-        message, changed = tab.delete_selected(ctx, view, bad)
-        assert expected in message and changed == gr.skip(), bad
+        message, changed, box = tab.delete_selected(ctx, view, bad)
+        assert expected in message and changed == box == gr.skip(), bad  # the box keeps what to fix
     assert "no such row" in tab.delete_selected(ctx, view, "3, 99")[0]
-    note, _ = announced(ctx, tab.delete_selected(ctx, view, "3, 7-9"))
+    *result, box = tab.delete_selected(ctx, view, "3, 7-9")
+    note, _ = announced(ctx, result)
     assert "Version 3 saved: deleted 4 rows (3, 7, 8, 9) (27 rows)" in note
+    assert box == ""  # a second click must not delete the rows that moved up
     assert tab.parse_indices("1; 4-5,4") == [1, 4, 5]
+
+
+def test_ctrl_click_marks_and_unmarks_rows_for_deletion():
+    def click(text, index):
+        box, panel = tab.mark_table_row(text, gr.EventData(None, {"index": index}))
+        assert panel.open  # the delete panel opens to show what is marked
+        return box
+
+    assert click("", 7) == "7"
+    assert click("7", 3) == "3, 7"
+    assert click("3, 7-9", 8) == "3, 7, 9"  # a range the user typed is kept, less the row
+    assert click("3, 7", 3) == "7"
+    assert click("not numbers", 2) == "2"
 
 
 # --- versions, export -----------------------------------------------------------------
