@@ -208,6 +208,24 @@ def test_bad_job_request_names_the_field(studio, dataset_id, payload, expected):
     assert client.get("/api/jobs").json() == before
 
 
+def test_metrics_without_a_json_number_still_answer(studio, dataset_id):
+    """An fp16 step's grad norm is inf while the loss scaler settles; JSON has no inf."""
+    from studio.db import make_engine, session_scope
+    from studio.models import MetricPoint
+
+    client, settings = studio
+    job = client.post("/api/jobs", json={"dataset_id": dataset_id}).json()
+    client.post(f"/api/jobs/{job['id']}/cancel")
+    with session_scope(make_engine(settings.db_url)) as session:
+        session.add(MetricPoint(job_id=job["id"], split="train", step=1, loss=2.5, grad_norm=float("inf"), recorded_at=0))
+        session.add(MetricPoint(job_id=job["id"], split="eval", step=0, loss=float("inf"), recorded_at=0))
+    response = client.get(f"/api/jobs/{job['id']}/metrics")
+    assert response.status_code == 200, response.text
+    train, evaluation = sorted(response.json(), key=lambda m: m["split"], reverse=True)
+    assert train["loss"] == 2.5 and train["grad_norm"] is None
+    assert evaluation["loss"] is None and evaluation["perplexity"] is None
+
+
 def test_missing_things_are_404(studio):
     client, _ = studio
     assert client.post("/api/jobs", json={"dataset_id": 9999}).status_code == 404

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
 import threading
 import time
@@ -171,6 +172,10 @@ PROGRESS_SECONDS = 1.0
 DRAIN_SECONDS = 120.0
 
 
+class TrainingDiverged(Exception):
+    """The loss stopped being a finite number; the message is worded for the user."""
+
+
 class Evaluate(Protocol):
     """Records an evaluation at `step`; `base=True`: of the base model (adapter off)."""
 
@@ -207,6 +212,8 @@ class StudioCallback(TrainerCallback):
         logs = logs or {}
         if "loss" not in logs:
             return
+        if not math.isfinite(float(logs["loss"])):
+            raise TrainingDiverged(self._diverged(float(logs["loss"]), state.global_step, args.fp16))
         tokens, now = state.num_input_tokens_seen or 0, time.perf_counter()
         seen_before, before = self._tokens_at
         self._tokens_at = (tokens, now)
@@ -256,6 +263,16 @@ class StudioCallback(TrainerCallback):
         self._evaluate_base()
         if not self.run.stop.is_set():
             self._evaluate(state.global_step)
+
+    def _diverged(self, loss: float, step: int, fp16: bool) -> str:
+        t = self.run.config.training
+        return (
+            f"Training diverged: the loss became {loss} at step {step}, and the weights with it. "
+            f"Lower training.learning_rate (now {t.learning_rate:g}) or lengthen the warmup "
+            f"(training.warmup_ratio, now {t.warmup_ratio:g})"
+            + (", or train in bf16 or fp32 instead of fp16" if fp16 else "")
+            + ", then clone the job."
+        )
 
     def _evaluate_base(self) -> None:
         if self._base_pending:

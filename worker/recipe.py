@@ -319,6 +319,7 @@ def training_arguments(t: TrainingSection, output_dir: str, log: Callable[[str],
         train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         seed=t.seed,
         logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN loss must reach StudioCallback, which fails the job
         save_strategy="steps" if t.save_every else "no",
         save_steps=t.save_every or 500,
         save_total_limit=None,  # the studio prunes, never before a newer one is complete

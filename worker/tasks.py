@@ -3,6 +3,7 @@ record how it ended. The broker only ever carries the id."""
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import traceback
@@ -18,7 +19,7 @@ from studio.eventbus import make_sink
 from studio.models import DatasetVersion, Job, JobStatus
 from studio.settings import Settings, get_settings
 from worker import distributed, recipe, registry
-from worker.callbacks import EventWriter, Heartbeat, JobRun
+from worker.callbacks import EventWriter, Heartbeat, JobRun, TrainingDiverged
 from worker.celery_app import RUN_JOB, app
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,24 @@ def job_run(settings: Settings, engine: Engine, job: Job, owner: str, primary: b
     )
 
 
+# How an allocation failure reads: CUDA ("CUDA out of memory"), torch's CPU allocator
+# ("DefaultCPUAllocator: can't allocate memory"), and Python's MemoryError.
+_OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
 def explain_failure(exc: BaseException, config: JobConfig) -> str:
     """A plain-language reason and what to try, for the job dashboard."""
     text = f"{type(exc).__name__}: {exc}"
-    if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or any(words in str(exc).lower() for words in _OUT_OF_MEMORY):
         return (
-            f"Out of memory ({text}). Lower training.batch_size (now {config.training.batch_size}) "
+            f"Out of memory ({text[:300]}). Lower training.batch_size (now {config.training.batch_size}) "
             f"or training.max_length (now {config.training.max_length}), or turn on gradient checkpointing."
         )
-    if isinstance(exc, (recipe.SetupError, distributed.RankFailed)):
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return (
+            f"The disk is full ({text}). Free space under the artifacts folder, or keep fewer checkpoints "
+            f"(training.keep_last, now {config.training.keep_last}) or save less often (training.save_every)."
+        )
+    if isinstance(exc, (recipe.SetupError, TrainingDiverged, distributed.RankFailed)):
         return str(exc)
     return text

@@ -56,8 +56,13 @@ def _public(job: Job, session) -> JobPublic:
 
 def _metric_public(point: MetricPoint) -> MetricPublic:
     public = MetricPublic.model_validate(point, from_attributes=True)
-    if point.split == "eval" and point.loss is not None:
-        public.perplexity = math.exp(min(point.loss, 50.0))
+    # JSON has no inf or NaN (an fp16 step's grad norm is inf while the loss scaler settles)
+    for name in ("loss", "learning_rate", "grad_norm", "exact_match", "tokens_per_second", "epoch"):
+        value = getattr(public, name)
+        if value is not None and not math.isfinite(value):
+            setattr(public, name, None)
+    if point.split == "eval" and public.loss is not None:
+        public.perplexity = math.exp(min(public.loss, 50.0))
     return public
 
 
