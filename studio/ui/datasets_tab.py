@@ -515,15 +515,21 @@ def load_row(ctx: StudioContext, dataset_id: int | None, index: float | None, fi
     return gr.skip(), *_row_form(dataset_id, page, field)
 
 
-def reload_row(ctx: StudioContext, editing: dict | None, field: str | None):
-    """The open edit form after a new version: the same row index, now in the newest version."""
+def reload_row(ctx: StudioContext, changed: dict | None, editing: dict | None, field: str | None):
+    """The open edit form after a new version: the same row in the newest version. After a
+    delete the form follows its row to its new index, and closes if the row was deleted."""
     if not editing:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    index = editing["index"]
+    deleted = (changed or {}).get("deleted", [])
+    if index in deleted:
+        return gr.skip(), None, gr.Dropdown(choices=[], value=None), "", None
+    index -= sum(1 for i in deleted if i < index)
     try:
-        page = datasets.page_rows(ctx, editing["dataset_id"], editing["index"], 1)
+        page = datasets.page_rows(ctx, editing["dataset_id"], index, 1)
     except NotFound:
         page = None
-    if page is None or not page.rows:  # the row was deleted
+    if page is None or not page.rows:  # gone (e.g. a quality fix dropped it)
         return gr.skip(), None, gr.Dropdown(choices=[], value=None), "", None
     return gr.skip(), *_row_form(editing["dataset_id"], page, field)
 
@@ -593,7 +599,10 @@ def delete_selected(ctx: StudioContext, view: dict | None, text: str):
         saved = datasets.delete_rows(ctx, view["dataset_id"], indices, view["version_id"])
     except (DatasetError, NotFound) as exc:
         return _refused("datasets.change_refused", exc), gr.skip(), gr.skip()
-    return *_saved(saved, view["version_id"]), ""
+    message, changed = _saved(saved, view["version_id"])
+    if isinstance(changed, dict):
+        changed["deleted"] = indices  # the open edit form follows its row (reload_row)
+    return message, changed, ""
 
 
 def _saved(saved: DatasetPublic, base_version_id: int | None):
@@ -1013,6 +1022,6 @@ def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
     changed.change(bind(announce_version, ctx), [changed], [change_message, versions.table, versions.choice])
     changed.change(bind(same_page, ctx), [*page_in, view], page_out)
     changed.change(bind(refresh_categories, ctx), [selected, rows.category], rows.category)
-    changed.change(bind(reload_row, ctx), [editing, rows.field], form_out)
+    changed.change(bind(reload_row, ctx), [changed, editing, rows.field], form_out)
     changed.change(bind(refresh_datasets, ctx), None, [table, selected], show_progress="hidden")
     return DatasetsTab(added=added, changed=changed)

@@ -214,7 +214,7 @@ def test_editing_a_cell_makes_version_2_and_a_stale_form_is_refused(ctx, qa_data
 
     message, changed = tab.save_cell(ctx, editing, "output", "seven")  # the form still shows version 1
     assert "notice-error" in message and "is newer; reload and edit again" in message and changed == gr.skip()
-    _, editing, *_ = tab.reload_row(ctx, editing, "output")
+    _, editing, *_ = tab.reload_row(ctx, changed, editing, "output")
     assert editing["version"] == 2
     message, _ = tab.save_cell(ctx, editing, "output", "six")
     assert "Nothing changed" in message
@@ -268,6 +268,17 @@ def test_add_a_row_with_extra_fields_and_delete_rows_by_ranges(ctx, qa_dataset):
     assert "Version 3 saved: deleted 4 rows (3, 7, 8, 9) (27 rows)" in note
     assert box == ""  # a second click must not delete the rows that moved up
     assert tab.parse_indices("1; 4-5,4") == [1, 4, 5]
+
+
+def test_the_edit_form_follows_its_row_through_a_delete(ctx, qa_dataset):
+    _, editing, *_ = tab.load_row(ctx, qa_dataset, 5, None)
+    row = editing["row"]
+    _, changed, _ = tab.delete_selected(ctx, view_of(ctx, qa_dataset), "1, 3, 8")
+    _, moved, field, value, shown = tab.reload_row(ctx, changed, editing, "output")
+    assert moved["index"] == 3 and shown == row  # two rows above it went
+    _, changed, _ = tab.delete_selected(ctx, view_of(ctx, qa_dataset), "3")
+    _, closed, field, value, shown = tab.reload_row(ctx, changed, moved, "output")
+    assert closed is None and value == "" and shown is None  # its row went: the form closes
 
 
 def test_ctrl_click_marks_and_unmarks_rows_for_deletion():
