@@ -35,24 +35,29 @@ def unregister(engine: Engine, name: str) -> None:
 
 def list_workers(engine: Engine, heartbeat_seconds: float) -> list[WorkerPublic]:
     """Every known worker, live ones first, newest report first."""
-    now = time.time()
-    with session_scope(engine) as session:
-        rows = session.exec(select(WorkerNode).order_by(WorkerNode.last_seen.desc())).all()
     out = []
-    for row in rows:
-        device = Device(**json.loads(row.device_json))
-        silent = max(0.0, now - row.last_seen)
+    for row, device, silent in _read(engine):
         out.append(WorkerPublic(
             name=row.name, device=device.name, cuda=device.cuda, gpus=device.gpus,
             memory_gib=round(device.memory_bytes / GIB, 1), bf16=device.bf16, bitsandbytes=device.bitsandbytes,
-            started_at=row.started_at, seconds_since_seen=round(silent, 1), alive=silent <= MISSED_BEATS * heartbeat_seconds,
+            started_at=row.started_at, seconds_since_seen=round(silent, 1), alive=_alive(silent, heartbeat_seconds),
         ))
     return sorted(out, key=lambda w: not w.alive)
 
 
 def live_devices(engine: Engine, heartbeat_seconds: float) -> dict[str, Device]:
     """Worker name -> device, for the workers that reported recently."""
-    cutoff = time.time() - MISSED_BEATS * heartbeat_seconds
+    live = [(row.name, device) for row, device, silent in _read(engine) if _alive(silent, heartbeat_seconds)]
+    return dict(sorted(live))
+
+
+def _read(engine: Engine) -> list[tuple[WorkerNode, Device, float]]:
+    """Each row with its device and the seconds since it last reported, newest first."""
+    now = time.time()
     with session_scope(engine) as session:
-        rows = session.exec(select(WorkerNode).where(WorkerNode.last_seen >= cutoff).order_by(WorkerNode.name)).all()
-    return {row.name: Device(**json.loads(row.device_json)) for row in rows}
+        rows = session.exec(select(WorkerNode).order_by(WorkerNode.last_seen.desc())).all()
+    return [(row, Device(**json.loads(row.device_json)), max(0.0, now - row.last_seen)) for row in rows]
+
+
+def _alive(silent_seconds: float, heartbeat_seconds: float) -> bool:
+    return silent_seconds <= MISSED_BEATS * heartbeat_seconds

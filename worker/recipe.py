@@ -10,6 +10,7 @@ the data (the Trainer skips the batches already seen in the current epoch).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -354,10 +355,7 @@ class Evaluator:
         self.last_eval_loss: float | None = None
 
     def __call__(self, step: int, base: bool = False) -> None:
-        if base:
-            with self.trainer.model.disable_adapter():
-                self._record(step)
-        else:
+        with self.trainer.model.disable_adapter() if base else contextlib.nullcontext():
             self._record(step)
 
     def _record(self, step: int) -> None:
