@@ -249,3 +249,63 @@ class WorkerPublic(SQLModel):
     started_at: datetime
     seconds_since_seen: float
     alive: bool
+
+
+# --- exports --------------------------------------------------------------------------
+
+
+class ExportStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (ExportStatus.succeeded, ExportStatus.failed)
+
+
+class Export(SQLModel, table=True):
+    """A merged model, adapter zip or GGUF file made from a job's result or checkpoint,
+    built and verified on a worker; offered for download only once its checks passed."""
+
+    __tablename__ = "export"
+    __table_args__ = (Index("ix_export_status_lease", "status", "lease_expires_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    checkpoint_step: Optional[int] = Field(default=None, description="None: the job's final result")
+    kind: str = Field(max_length=16, description="merged, adapter or gguf")
+    quantization: Optional[str] = Field(default=None, max_length=16, description="gguf only: f16 or q8_0")
+    status: ExportStatus = Field(default=ExportStatus.queued, index=True)
+    progress: float = Field(default=0.0, description="0..1")
+    stage: str = Field(default="", max_length=200, description="what the worker is doing now")
+    path: Optional[str] = Field(default=None, max_length=500, description="the result, relative to the artifact root")
+    size_bytes: Optional[int] = None
+    checks_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    attempts: int = 0
+    max_attempts: int = 3
+    lease_owner: Optional[str] = Field(default=None, max_length=200)
+    lease_expires_at: Optional[float] = Field(default=None, description="unix seconds")
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class ExportPublic(SQLModel):
+    id: int
+    job_id: int
+    model_id: str  # job-N or job-N/checkpoint-S
+    checkpoint_step: Optional[int]
+    kind: str
+    quantization: Optional[str]
+    status: ExportStatus
+    progress: float
+    stage: str
+    size_bytes: Optional[int]
+    filename: Optional[str]  # what a download is saved as
+    checks: dict[str, Any]
+    error: Optional[str]
+    created_at: datetime
+    started_at: Optional[datetime]
+    finished_at: Optional[datetime]
