@@ -1,8 +1,11 @@
 """Engine and sessions. SQLite gets WAL, a busy timeout and foreign keys, so the web app
-and worker processes can write the same file at once."""
+and worker processes can write the same file at once. PostgreSQL (many hosts) gets a
+bounded pool that checks connections before use; engines are reset in forked children."""
 
 from __future__ import annotations
 
+import os
+import weakref
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
@@ -12,6 +15,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 BUSY_TIMEOUT_MS = 30_000
+# PostgreSQL, per process: 5 kept + 10 at a burst covers the web app's threads; a worker
+# uses one or two, so dozens of workers fit under the server's default max_connections=100.
+PG_POOL_SIZE = 5
+PG_MAX_OVERFLOW = 10
+PG_POOL_RECYCLE_S = 1800  # proxies and firewalls drop idle connections after ~1 h
+PG_CONNECT_TIMEOUT_S = 10
+
+_engines: "weakref.WeakSet[Engine]" = weakref.WeakSet()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -24,13 +35,45 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def make_engine(url: str) -> Engine:
+    """An engine for a SQLite or PostgreSQL URL (any other SQLAlchemy URL gets the defaults)."""
+    url = with_driver(url)
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    elif url.startswith("postgresql"):
+        engine = create_engine(
+            url,
+            pool_pre_ping=True,  # a restarted server or a dropped idle connection is not an error
+            pool_size=PG_POOL_SIZE,
+            max_overflow=PG_MAX_OVERFLOW,
+            pool_recycle=PG_POOL_RECYCLE_S,
+            connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "finetune-studio"},
+        )
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    _engines.add(engine)
+    return engine
+
+
+def with_driver(url: str) -> str:
+    """`postgres://` and `postgresql://` mean psycopg 3, the driver the studio ships with
+    (SQLAlchemy would otherwise look for psycopg2)."""
+    for bare in ("postgres://", "postgresql://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url.removeprefix(bare)
+    return url
+
+
+def _forget_inherited_connections() -> None:
+    # A forked child (Celery pool process) must not use its parent's sockets: two
+    # processes on one PostgreSQL connection corrupt each other's replies.
+    for engine in list(_engines):
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_connections)
 
 
 @lru_cache(maxsize=8)

@@ -1,5 +1,6 @@
-"""Shared fixtures: real SQLite files, a tiny model built at test time, real Redis (the
-machine's, or a private redis-server), real worker and web-app processes."""
+"""Shared fixtures: real databases (SQLite files, or PostgreSQL with STUDIO_TEST_DB=postgres:
+see tests/databases.py), a tiny model built at test time, a private redis-server, real
+worker and web-app processes."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from itertools import cycle
 from pathlib import Path
 from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -20,6 +23,7 @@ import pytest
 from studio.migrate import upgrade
 from studio.services.context import StudioContext
 from studio.settings import Settings
+from tests import databases
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,10 +98,49 @@ def alpaca_file(tmp_path_factory) -> Path:
 # --- settings, DB, broker -------------------------------------------------------------
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_roots(tmp_path_factory) -> Iterator[Path]:
+    """Tests build their models under pytest's temp folder: make it the model root, as an
+    operator's STUDIO_MODEL_DIRS would (settings, worker and server processes all read it)."""
+    root = tmp_path_factory.getbasetemp().resolve()
+    previous = os.environ.get("STUDIO_MODEL_DIRS")
+    os.environ["STUDIO_MODEL_DIRS"] = json.dumps([str(root)])
+    yield root
+    if previous is None:
+        os.environ.pop("STUDIO_MODEL_DIRS", None)
+    else:
+        os.environ["STUDIO_MODEL_DIRS"] = previous
+
+
 def make_settings(data_dir: Path, **overrides) -> Settings:
+    """Settings on a fresh, migrated DB: a SQLite file in data_dir, or with
+    STUDIO_TEST_DB=postgres a PostgreSQL database of its own, dropped after the test
+    (after the module or session when made by a fixture of that scope)."""
+    if databases.BACKEND == "postgres":
+        overrides.setdefault("database_url", databases.create_database())
     settings = Settings(data_dir=data_dir, **overrides)
     upgrade(settings.db_url)
     return settings
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases() -> Iterator[None]:
+    # autouse, so set up first and torn down last: the test's processes are gone by then
+    mark = databases.created_count()
+    yield
+    databases.drop_created(since=mark)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_session_databases() -> Iterator[None]:
+    yield
+    databases.drop_created()
+
+
+@pytest.fixture
+def empty_db_url(tmp_path) -> str:
+    """An empty database of the backend under test, not yet migrated."""
+    return databases.empty_database_url(tmp_path)
 
 
 @pytest.fixture
@@ -121,14 +164,21 @@ def _redis_answers(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[str]:
-    """A real Redis: the machine's at 127.0.0.1:6379 when it answers, else a private
-    redis-server; skipped (saying why) when neither exists."""
-    if _redis_answers("redis://127.0.0.1:6379/0"):
-        yield "redis://127.0.0.1:6379"
+    """A real Redis the tests own: a private redis-server on a free port (skipped, saying
+    why, without the binary), never one that happens to run on the machine. With
+    STUDIO_TEST_REDIS_URL set, that Redis instead: its databases 1-15 get flushed."""
+    given = os.environ.get("STUDIO_TEST_REDIS_URL")
+    if given:
+        parts = urlsplit(given)
+        base = f"{parts.scheme}://{parts.netloc}"
+        if not _redis_answers(base + "/0"):
+            pytest.fail(f"STUDIO_TEST_REDIS_URL={given} does not answer")
+        yield base
         return
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("no Redis at 127.0.0.1:6379 and no redis-server binary: apt-get install redis-server")
+        pytest.skip("needs the redis-server binary for a private Redis (apt-get install redis-server), "
+                    "or STUDIO_TEST_REDIS_URL naming a Redis whose databases 1-15 may be flushed")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
@@ -142,7 +192,7 @@ def redis_server(tmp_path_factory) -> Iterator[str]:
     proc.wait(10)
 
 
-_redis_db_counter = iter(range(1, 16))
+_redis_dbs = cycle(range(1, 16))  # each test flushes its database before use
 
 
 @pytest.fixture
@@ -150,7 +200,7 @@ def redis_url(redis_server) -> Iterator[str]:
     """A Redis database of its own for each test, flushed before and after."""
     import redis
 
-    url = f"{redis_server}/{next(_redis_db_counter)}"
+    url = f"{redis_server}/{next(_redis_dbs)}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url

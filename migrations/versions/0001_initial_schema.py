@@ -159,6 +159,8 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_job_dataset_version_id'))
 
     op.drop_table('job')
+    # PostgreSQL keeps an enum as a type of its own; without this, upgrading again fails
+    sa.Enum(name='jobstatus').drop(op.get_bind(), checkfirst=True)
     with op.batch_alter_table('dataset_version', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_dataset_version_dataset_id'))
 
