@@ -45,16 +45,41 @@ def migrate(data_dir: DataOpt = None) -> None:
     typer.echo(f"database ready: {settings.db_url}")
 
 
+NoAuthOpt = Annotated[
+    bool,
+    typer.Option("--no-auth", help="Serve a non-loopback address with no accounts and no login (dangerous).",
+                 envvar="STUDIO_NO_AUTH"),
+]
+
+
+def _check_mode(settings: Settings) -> None:
+    """Refuse to serve a network address with no accounts; warn loudly under --no-auth."""
+    from studio.db import engine_for
+    from studio.services import accounts
+
+    users = accounts.has_users(engine_for(settings.db_url))
+    problem = accounts.startup_problem(settings.host, settings.no_auth, users)
+    if problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
+    if not users and not accounts.is_loopback(settings.host):
+        typer.secho(
+            f"WARNING: --no-auth: serving {settings.host} with no login. Anyone who can reach this port can "
+            "train, read and delete everything.", fg="red", bold=True, err=True,
+        )
+
+
 @app.command()
-def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None) -> None:
+def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, no_auth: NoAuthOpt = False) -> None:
     """Run the web app (UI + REST API) without a worker."""
     import uvicorn
 
     from studio.app import create_app
     from studio.migrate import upgrade
 
-    settings = _settings(data_dir, host=host, port=port)
+    settings = _settings(data_dir, host=host, port=port, no_auth=no_auth or None)
     upgrade(settings.db_url)
+    _check_mode(settings)
     typer.echo(f"studio on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
 
@@ -71,13 +96,16 @@ def worker(data_dir: DataOpt = None, name: Annotated[str, typer.Option(help="Wor
 
 
 @app.command()
-def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None) -> None:
+def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, no_auth: NoAuthOpt = False) -> None:
     """Migrate, then start the web app and one local worker; Ctrl-C stops both."""
-    settings = _settings(data_dir, host=host, port=port)
+    settings = _settings(data_dir, host=host, port=port, no_auth=no_auth or None)
     from studio.migrate import upgrade
 
     upgrade(settings.db_url)
+    _check_mode(settings)
     env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir)}
+    if no_auth:
+        env["STUDIO_NO_AUTH"] = "true"
     if host:
         env["STUDIO_HOST"] = host
     if port:
@@ -124,6 +152,96 @@ def _stop_groups(procs: list[subprocess.Popen], grace_seconds: float) -> None:
         except ProcessLookupError:
             pass
         proc.wait()
+
+
+users = typer.Typer(no_args_is_help=True, help="Accounts: admins, trainers and raters.")
+app.add_typer(users, name="user")
+RoleOpt = Annotated[str, typer.Option("--role", help="admin, trainer or rater")]
+
+
+def _engine(data_dir: Optional[Path]):
+    from studio.db import engine_for
+    from studio.migrate import upgrade
+
+    settings = _settings(data_dir)
+    upgrade(settings.db_url)
+    return engine_for(settings.db_url)
+
+
+def _accounts_call(fn, *args):
+    from studio.services.accounts import AccountError
+
+    try:
+        return fn(*args)
+    except AccountError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@users.command("add")
+def user_add(
+    name: str,
+    role: RoleOpt = "trainer",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard input.")] = False,
+    data_dir: DataOpt = None,
+) -> None:
+    """Add a user; asks for the password (or reads it with --password-stdin)."""
+    from studio.services import accounts
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    engine = _engine(data_dir)
+    user = _accounts_call(accounts.add_user, engine, name, role, password)
+    accounts.record(engine, "cli", "add user", f"{user.name} ({user.role})")
+    typer.echo(f"added {user.name} ({user.role})")
+
+
+@users.command("list")
+def user_list(data_dir: DataOpt = None) -> None:
+    """List the users, their roles and whether they are active."""
+    from studio.services import accounts
+
+    rows = accounts.list_users(_engine(data_dir))
+    if not rows:
+        typer.echo("no users: the studio runs in single-user mode on 127.0.0.1")
+    for user in rows:
+        seen = user.last_login_at.strftime("%Y-%m-%d %H:%M") if user.last_login_at else "never"
+        typer.echo(f"{user.name:<24} {user.role:<8} {'disabled' if user.disabled else 'active':<9} last login {seen}")
+
+
+@users.command("disable")
+def user_disable(name: str, data_dir: DataOpt = None) -> None:
+    """Disable a user: their sessions end at once and their API tokens stop working."""
+    from studio.services import accounts
+
+    engine = _engine(data_dir)
+    _accounts_call(accounts.set_disabled, engine, name, True)
+    accounts.record(engine, "cli", "change user", f"{name}: disable")
+    typer.echo(f"disabled {name}")
+
+
+@users.command("enable")
+def user_enable(name: str, data_dir: DataOpt = None) -> None:
+    """Enable a disabled user again."""
+    from studio.services import accounts
+
+    engine = _engine(data_dir)
+    _accounts_call(accounts.set_disabled, engine, name, False)
+    accounts.record(engine, "cli", "change user", f"{name}: enable")
+    typer.echo(f"enabled {name}")
+
+
+@users.command("token")
+def user_token(name: str, data_dir: DataOpt = None) -> None:
+    """Make an API token for a user (Authorization: Bearer TOKEN). It is shown only now."""
+    from studio.services import accounts
+
+    engine = _engine(data_dir)
+    token = _accounts_call(accounts.create_token, engine, name)
+    accounts.record(engine, "cli", "change user", f"{name}: token")
+    typer.echo(token)
 
 
 if __name__ == "__main__":

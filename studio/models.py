@@ -224,6 +224,79 @@ class JobLog(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+# --- accounts -------------------------------------------------------------------------
+
+
+class User(SQLModel, table=True):
+    """A person who logs in: admin, trainer or rater. Disabled users keep their history."""
+
+    __tablename__ = "user_account"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True, index=True)
+    role: str = Field(max_length=16, description="admin, trainer or rater")
+    password_hash: str = Field(max_length=200, description="Argon2id")
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: Optional[datetime] = None
+
+
+class UserPublic(SQLModel):
+    id: int
+    name: str
+    role: str
+    disabled: bool
+    created_at: datetime
+    last_login_at: Optional[datetime]
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token for /api and /v1 (`Authorization: Bearer`). Only its sha256 is stored:
+    the token itself is shown once."""
+
+    __tablename__ = "api_token"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    prefix: str = Field(max_length=16, description="the first characters, to tell tokens apart")
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: Optional[datetime] = None
+    revoked: bool = False
+
+
+class LoginSession(SQLModel, table=True):
+    """A browser login. The cookie holds a random value; the DB holds its sha256, so a
+    logout or a disabled user ends the session at once."""
+
+    __tablename__ = "login_session"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: float = Field(description="unix seconds")
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what, and when: logins, uploads, launches, cancels, exports, user changes."""
+
+    __tablename__ = "audit_event"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=64, description="user name; 'local' in single-user mode")
+    action: str = Field(max_length=64)
+    target: str = Field(default="", max_length=500)
+    outcome: str = Field(default="ok", max_length=16)
+    ip: str = Field(default="", max_length=64)
+
+
+class AuditPublic(SQLModel):
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    ip: str
+
+
 # --- workers --------------------------------------------------------------------------
 
 

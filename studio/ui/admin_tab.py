@@ -1,0 +1,91 @@
+"""Admin tab: the studio's users (add, disable, enable, API tokens) and the audit log.
+Its events are admin-only at the gate, which also writes them to the audit log; the tab
+is shown only to admins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+import pandas as pd
+
+from studio.services import accounts
+from studio.services.accounts import AccountError
+from studio.services.context import StudioContext
+from studio.ui.forms import bind
+from studio.ui.text import notice, t
+
+USER_COLUMNS = ["name", "role", "status", "last login", "created"]
+AUDIT_COLUMNS = ["when", "who", "what", "target", "outcome", "address"]
+
+
+@dataclass(frozen=True)
+class AdminTab:
+    users: gr.Dataframe
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def show_users(ctx: StudioContext) -> pd.DataFrame:
+    rows = [
+        [u.name, u.role, "disabled" if u.disabled else "active", _when(u.last_login_at), _when(u.created_at)]
+        for u in accounts.list_users(ctx.engine)
+    ]
+    return pd.DataFrame(rows, columns=USER_COLUMNS)
+
+
+def show_audit(ctx: StudioContext) -> pd.DataFrame:
+    rows = [[_when(e.at), e.actor, e.action, e.target, e.outcome, e.ip] for e in accounts.audit_log(ctx.engine, 300)]
+    return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
+
+
+def add_user(ctx: StudioContext, name: str, role: str, password: str):
+    try:
+        user = accounts.add_user(ctx.engine, name or "", role or "", password or "")
+    except AccountError as exc:
+        return notice("error", str(exc)), gr.update(), gr.update()
+    return notice("ok", t("admin.added", name=user.name, role=user.role)), show_users(ctx), ""
+
+
+def change_user(ctx: StudioContext, action: str, name: str):
+    name = (name or "").strip()
+    try:
+        if action == "token":
+            token = accounts.create_token(ctx.engine, name)
+            message = notice("ok", t("admin.token", name=name, token=token))
+        else:
+            accounts.set_disabled(ctx.engine, name, action == "disable")
+            message = notice("ok", t(f"admin.{action}d", name=name))
+    except AccountError as exc:
+        return notice("error", str(exc)), gr.update()
+    return message, show_users(ctx)
+
+
+def build(ctx: StudioContext, tab: gr.Tab) -> AdminTab:
+    gr.Markdown(t("admin.users_title"))
+    users = gr.Dataframe(headers=USER_COLUMNS, interactive=False, elem_id="admin-users")
+    with gr.Row():
+        name = gr.Textbox(label=t("admin.name"), max_lines=1, elem_id="admin-name")
+        role = gr.Dropdown(["trainer", "rater", "admin"], value="trainer", label=t("admin.role"), elem_id="admin-role")
+        password = gr.Textbox(label=t("admin.password"), type="password", max_lines=1, elem_id="admin-password")
+    add = gr.Button(t("admin.add"), variant="primary", elem_id="admin-add")
+    add_message = gr.HTML(elem_id="admin-add-message")
+    with gr.Row():
+        who = gr.Textbox(label=t("admin.who"), max_lines=1, elem_id="admin-who")
+        disable = gr.Button(t("admin.disable"), elem_id="admin-disable")
+        enable = gr.Button(t("admin.enable"), elem_id="admin-enable")
+        token = gr.Button(t("admin.new_token"), elem_id="admin-token")
+    change_message = gr.HTML(elem_id="admin-change-message")
+    gr.Markdown(t("admin.audit_title"))
+    audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, elem_id="admin-audit")
+    refresh = gr.Button(t("admin.refresh"), size="sm")
+
+    tab.select(bind(show_users, ctx), None, users, show_progress="hidden")
+    tab.select(bind(show_audit, ctx), None, audit, show_progress="hidden")
+    refresh.click(bind(show_audit, ctx), None, audit, show_progress="hidden")
+    add.click(bind(add_user, ctx), [name, role, password], [add_message, users, password])
+    for button, action in ((disable, "disable"), (enable, "enable"), (token, "token")):
+        button.click(bind(change_user, ctx, action), [who], [change_message, users])
+    return AdminTab(users=users)
