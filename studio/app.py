@@ -9,8 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from studio.api import install_error_handlers, router
+from studio import api_exports
 from studio.eventbus import StreamIngester
 from studio.services.context import StudioContext
+from studio.services import exports as export_service
 from studio.services.jobs import reap
 from studio.settings import Settings
 
@@ -22,6 +24,7 @@ def _reaper_loop(ctx: StudioContext, stop: threading.Event) -> None:
     while not stop.wait(max(1.0, ctx.settings.lease_seconds / 4)):
         try:
             reap(ctx)
+            export_service.reap(ctx)
         except Exception:
             log.exception("reaper pass failed")
 
@@ -42,7 +45,9 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
     app = FastAPI(title="Fine-tuning studio", version="0.1.0", lifespan=lifespan)
     app.state.ctx = ctx
     app.include_router(router)
+    app.include_router(api_exports.router)
     install_error_handlers(app)
+    api_exports.install_error_handlers(app)
     if with_ui:
         import gradio as gr
 

@@ -8,6 +8,7 @@ from celery import Celery
 from studio.settings import Settings, get_settings
 
 RUN_JOB = "studio.run_job"
+RUN_EXPORT = "studio.run_export"  # same queue and workers as training
 QUEUE = "training"
 
 
@@ -63,3 +64,8 @@ app = make_celery(get_settings())
 def enqueue(celery: Celery, job_id: int) -> None:
     """Put a job id on the queue: the only thing the broker ever carries."""
     celery.send_task(RUN_JOB, args=[job_id], queue=QUEUE)
+
+
+def enqueue_export(celery: Celery, export_id: int) -> None:
+    """Put an export id on the training queue: exports run on the same workers."""
+    celery.send_task(RUN_EXPORT, args=[export_id], queue=QUEUE)

@@ -20,7 +20,7 @@ from studio.models import DatasetVersion, Job, JobStatus
 from studio.settings import Settings, get_settings
 from worker import distributed, recipe, registry
 from worker.callbacks import EventWriter, Heartbeat, JobRun, TrainingDiverged
-from worker.celery_app import RUN_JOB, app
+from worker.celery_app import RUN_EXPORT, RUN_JOB, app
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,14 @@ def run_job(job_id: int) -> str:
         return "lease lost"  # the reaper already requeued it; the next attempt owns it now
     lifecycle.finish_job(engine, job_id, owner, status, error)
     return status.value
+
+
+@app.task(name=RUN_EXPORT)
+def run_export(export_id: int) -> str:
+    """Build and verify one export (worker/export.py); claimed with a lease like a job."""
+    from worker import export
+
+    return export.run(get_settings(), export_id)
 
 
 def job_run(settings: Settings, engine: Engine, job: Job, owner: str, primary: bool = True) -> JobRun:
