@@ -8,14 +8,15 @@ from dataclasses import asdict
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from studio.core.config import ConfigError, TemplateSection
 from studio.core.quality import FIXES
-from studio.core.datasets import SCHEMAS, DatasetError, ParseOptions
+from studio.core.datasets import SCHEMAS, UNICODE_PROBLEM, DatasetError, ParseOptions, bad_unicode
 from studio.models import (
     CheckpointPublic,
     DatasetPublic,
@@ -33,6 +34,49 @@ from studio.services.datasets import FileInspection, RowPage, VersionConflict
 router = APIRouter(prefix="/api")
 
 
+MAX_ID = 2**63 - 1  # ids are 64-bit signed in SQLite and PostgreSQL: a bigger one is a 422, not an overflow
+DatasetId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="A dataset id")]
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="A job id")]
+RowIndex = Annotated[int, PathParam(ge=0, le=MAX_ID, description="A row's position in the version")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID)]
+OptionalId = Optional[Annotated[int, Field(ge=1, le=MAX_ID)]]
+
+
+def first_bad_text(value: Any, where: str = "") -> str | None:
+    """The path of the first string holding a lone surrogate (JSON can say "\\ud800",
+    UTF-8 cannot store it), in keys or values, or None."""
+    stack = [(value, where)]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if bad_unicode(item):
+                return path or "body"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and bad_unicode(key):
+                    return path or "body"
+                stack.append((child, child_path))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+class Body(BaseModel):
+    """A JSON request body: unknown fields are refused, and so is text that is not valid
+    Unicode (it could not be stored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        where = first_bad_text(data)
+        if where is not None:
+            raise ValueError(f"{where} {UNICODE_PROBLEM}")
+        return data
+
+
 def get_ctx(request: Request) -> StudioContext:
     return request.app.state.ctx
 
@@ -44,9 +88,8 @@ class DatasetCreated(DatasetPublic):
     skipped_rows: list[str] = Field(default_factory=list, description="Problems of rows left out.")
 
 
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    dataset_id: int = Field(ge=1)
+class JobCreate(Body):
+    dataset_id: int = Field(ge=1, le=MAX_ID)
     base_model: str = Field(default="demo", min_length=1, max_length=500)
     config: dict[str, Any] = Field(default_factory=dict, description="A partial job config.")
     preset: Optional[str] = Field(default=None, description="A named preset laid under config.")
@@ -124,22 +167,22 @@ def list_datasets(ctx: Ctx) -> list[DatasetPublic]:
 
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetPublic)
-def get_dataset(ctx: Ctx, dataset_id: int) -> DatasetPublic:
+def get_dataset(ctx: Ctx, dataset_id: DatasetId) -> DatasetPublic:
     return dataset_service.get_dataset(ctx, dataset_id)
 
 
 @router.get("/datasets/{dataset_id}/rows")
 def dataset_rows(
-    ctx: Ctx, dataset_id: int, offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    ctx: Ctx, dataset_id: DatasetId, offset: Offset = 0, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[dict[str, Any]]:
     return dataset_service.preview_rows(ctx, dataset_id, offset, limit)
 
 
-VersionQuery = Annotated[Optional[int], Query(ge=1, description="A version id; default: the newest")]
+VersionQuery = Annotated[Optional[int], Query(ge=1, le=MAX_ID, description="A version id; default: the newest")]
 
 
 @router.get("/datasets/{dataset_id}/versions", response_model=list[DatasetVersionPublic])
-def dataset_versions(ctx: Ctx, dataset_id: int) -> list[DatasetVersionPublic]:
+def dataset_versions(ctx: Ctx, dataset_id: DatasetId) -> list[DatasetVersionPublic]:
     """The dataset's history, newest first."""
     return dataset_service.list_versions(ctx, dataset_id)
 
@@ -147,8 +190,8 @@ def dataset_versions(ctx: Ctx, dataset_id: int) -> list[DatasetVersionPublic]:
 @router.get("/datasets/{dataset_id}/page", response_model=RowPage)
 def dataset_page(
     ctx: Ctx,
-    dataset_id: int,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    dataset_id: DatasetId,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     search: Annotated[str, Query(max_length=500, description="Case-insensitive text in any field")] = "",
     category: Annotated[Optional[str], Query(max_length=500, description="Only rows with this category")] = None,
@@ -161,71 +204,66 @@ def dataset_page(
 
 @router.get("/datasets/{dataset_id}/categories")
 def dataset_categories(
-    ctx: Ctx, dataset_id: int, column: Annotated[str, Query(max_length=100)] = "category", version_id: VersionQuery = None
+    ctx: Ctx, dataset_id: DatasetId, column: Annotated[str, Query(max_length=100)] = "category", version_id: VersionQuery = None
 ) -> dict[str, int]:
     """Rows per value of a category column."""
     return dataset_service.category_counts(ctx, dataset_id, column, version_id)
 
 
-class CellEdit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CellEdit(Body):
     column: str = Field(min_length=1, max_length=100)
     value: Any = Field(description="Text; for a chat row's 'messages', the list (or its JSON)")
-    base_version_id: Optional[int] = Field(default=None, description="The version edited; refused if no longer newest")
+    base_version_id: OptionalId = Field(default=None, description="The version edited; refused if no longer newest")
 
 
-class RowAdd(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RowAdd(Body):
     row: dict[str, Any]
-    base_version_id: Optional[int] = None
+    base_version_id: OptionalId = None
 
 
-class RowsDelete(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    indices: list[int] = Field(min_length=1, max_length=100_000)
-    base_version_id: Optional[int] = None
+class RowsDelete(Body):
+    indices: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(min_length=1, max_length=100_000)
+    base_version_id: OptionalId = None
 
 
-class Revert(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version_id: int = Field(ge=1, description="The version whose rows become the newest version")
+class Revert(Body):
+    version_id: int = Field(ge=1, le=MAX_ID, description="The version whose rows become the newest version")
 
 
-class SplitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SplitRequest(Body):
     validation_fraction: float = Field(default=0.1, ge=0.0, le=0.9, description="0 removes a stored split")
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     by_column: Optional[str] = Field(default=None, max_length=100, description="Split by this column's values")
     stratify_column: Optional[str] = Field(default="category", max_length=100)
-    base_version_id: Optional[int] = None
+    base_version_id: OptionalId = None
 
 
 @router.patch("/datasets/{dataset_id}/rows/{index}", response_model=DatasetPublic)
-def edit_dataset_cell(ctx: Ctx, dataset_id: int, index: int, body: CellEdit) -> DatasetPublic:
+def edit_dataset_cell(ctx: Ctx, dataset_id: DatasetId, index: RowIndex, body: CellEdit) -> DatasetPublic:
     """Set one cell; makes a new version."""
     return dataset_service.edit_cell(ctx, dataset_id, index, body.column, body.value, body.base_version_id)
 
 
 @router.post("/datasets/{dataset_id}/rows", status_code=201, response_model=DatasetPublic)
-def add_dataset_row(ctx: Ctx, dataset_id: int, body: RowAdd) -> DatasetPublic:
+def add_dataset_row(ctx: Ctx, dataset_id: DatasetId, body: RowAdd) -> DatasetPublic:
     """Append a row; makes a new version."""
     return dataset_service.add_row(ctx, dataset_id, body.row, body.base_version_id)
 
 
 @router.post("/datasets/{dataset_id}/rows/delete", response_model=DatasetPublic)
-def delete_dataset_rows(ctx: Ctx, dataset_id: int, body: RowsDelete) -> DatasetPublic:
+def delete_dataset_rows(ctx: Ctx, dataset_id: DatasetId, body: RowsDelete) -> DatasetPublic:
     """Delete rows by position; makes a new version."""
     return dataset_service.delete_rows(ctx, dataset_id, body.indices, body.base_version_id)
 
 
 @router.post("/datasets/{dataset_id}/revert", response_model=DatasetPublic)
-def revert_dataset(ctx: Ctx, dataset_id: int, body: Revert) -> DatasetPublic:
+def revert_dataset(ctx: Ctx, dataset_id: DatasetId, body: Revert) -> DatasetPublic:
     """Go back: a new version with an older version's rows."""
     return dataset_service.revert_to(ctx, dataset_id, body.version_id)
 
 
 @router.post("/datasets/{dataset_id}/split", response_model=DatasetPublic)
-def split_dataset(ctx: Ctx, dataset_id: int, body: SplitRequest) -> DatasetPublic:
+def split_dataset(ctx: Ctx, dataset_id: DatasetId, body: SplitRequest) -> DatasetPublic:
     """Store a train/validation split (seeded, stratified by category, or by a column)."""
     return dataset_service.split_dataset(
         ctx, dataset_id, body.validation_fraction, body.seed, body.by_column, body.stratify_column, body.base_version_id
@@ -235,7 +273,7 @@ def split_dataset(ctx: Ctx, dataset_id: int, body: SplitRequest) -> DatasetPubli
 @router.get("/datasets/{dataset_id}/export", response_class=Response)
 def export_dataset(
     ctx: Ctx,
-    dataset_id: int,
+    dataset_id: DatasetId,
     format: Annotated[Literal["jsonl", "csv"], Query()] = "jsonl",
     version_id: VersionQuery = None,
 ) -> Response:
@@ -244,14 +282,13 @@ def export_dataset(
     return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-class TokenView(BaseModel):
+class TokenView(Body):
     """The model, template and cutoff a report or preview is computed for."""
 
-    model_config = ConfigDict(extra="forbid")
     base_model: str = Field(default="demo", min_length=1, max_length=500, description="Whose tokenizer counts tokens")
     template: TemplateSection = Field(default_factory=TemplateSection)
     max_length: int = Field(default=512, ge=16, le=131_072, description="The training cutoff, in tokens")
-    version_id: Optional[int] = Field(default=None, description="Default: the newest version")
+    version_id: OptionalId = Field(default=None, description="Default: the newest version")
 
 
 class QualityRequest(TokenView):
@@ -259,17 +296,16 @@ class QualityRequest(TokenView):
 
 
 class PreviewRequest(TokenView):
-    index: int = Field(ge=0, description="The row's position in the version")
+    index: int = Field(ge=0, le=MAX_ID, description="The row's position in the version")
 
 
-class FixRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class FixRequest(Body):
     fix: Literal[tuple(FIXES)]  # type: ignore[valid-type]
-    base_version_id: Optional[int] = None
+    base_version_id: OptionalId = None
 
 
 @router.post("/datasets/{dataset_id}/quality")
-def dataset_quality(ctx: Ctx, dataset_id: int, body: QualityRequest) -> dict[str, Any]:
+def dataset_quality(ctx: Ctx, dataset_id: DatasetId, body: QualityRequest) -> dict[str, Any]:
     """Duplicates, empty and short responses, token lengths against the cutoff, category
     balance and leaking template markers, with plotly figures (JSON)."""
     return dataset_service.quality_report(
@@ -278,13 +314,13 @@ def dataset_quality(ctx: Ctx, dataset_id: int, body: QualityRequest) -> dict[str
 
 
 @router.post("/datasets/{dataset_id}/fixes", response_model=DatasetPublic)
-def fix_dataset(ctx: Ctx, dataset_id: int, body: FixRequest) -> DatasetPublic:
+def fix_dataset(ctx: Ctx, dataset_id: DatasetId, body: FixRequest) -> DatasetPublic:
     """Apply a safe fix (drop duplicates, near duplicates or empties); makes a new version."""
     return dataset_service.apply_fix(ctx, dataset_id, body.fix, body.base_version_id)
 
 
 @router.post("/datasets/{dataset_id}/preview")
-def dataset_preview(ctx: Ctx, dataset_id: int, body: PreviewRequest) -> dict[str, Any]:
+def dataset_preview(ctx: Ctx, dataset_id: DatasetId, body: PreviewRequest) -> dict[str, Any]:
     """One row as the model sees it: text spans trained or masked, kept or cut, and counts."""
     return dataset_service.preview_row(
         ctx, dataset_id, body.index, body.base_model, body.template, body.max_length, body.version_id
@@ -316,42 +352,44 @@ def list_jobs(ctx: Ctx) -> list[JobPublic]:
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)
-def get_job(ctx: Ctx, job_id: int) -> JobPublic:
+def get_job(ctx: Ctx, job_id: JobId) -> JobPublic:
     return job_service.get_job(ctx, job_id)
 
 
 @router.get("/jobs/{job_id}/metrics", response_model=list[MetricPublic])
-def job_metrics(ctx: Ctx, job_id: int, after_step: Annotated[int, Query(ge=-1)] = -1) -> list[MetricPublic]:
+def job_metrics(ctx: Ctx, job_id: JobId, after_step: Annotated[int, Query(ge=-1, le=MAX_ID)] = -1) -> list[MetricPublic]:
     return job_service.job_metrics(ctx, job_id, after_step)
 
 
 @router.get("/jobs/{job_id}/samples", response_model=list[SamplePublic])
-def job_samples(ctx: Ctx, job_id: int) -> list[SamplePublic]:
+def job_samples(ctx: Ctx, job_id: JobId) -> list[SamplePublic]:
     return job_service.job_samples(ctx, job_id)
 
 
 @router.get("/jobs/{job_id}/checkpoints", response_model=list[CheckpointPublic])
-def job_checkpoints(ctx: Ctx, job_id: int) -> list[CheckpointPublic]:
+def job_checkpoints(ctx: Ctx, job_id: JobId) -> list[CheckpointPublic]:
     return job_service.job_checkpoints(ctx, job_id)
 
 
 @router.get("/jobs/{job_id}/logs")
-def job_logs(ctx: Ctx, job_id: int) -> list[str]:
+def job_logs(ctx: Ctx, job_id: JobId) -> list[str]:
     job_service.get_job(ctx, job_id)
     return job_service.job_logs(ctx, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(ctx: Ctx, job_id: int) -> JobPublic:
+def cancel_job(ctx: Ctx, job_id: JobId) -> JobPublic:
     return job_service.cancel_job(ctx, job_id)
 
 
 @router.post("/jobs/{job_id}/clone", status_code=201, response_model=JobPublic)
-def clone_job(ctx: Ctx, job_id: int) -> JobPublic:
+def clone_job(ctx: Ctx, job_id: JobId) -> JobPublic:
     return job_service.clone_job(ctx, job_id)
 
 
 def _error(status: int, errors: list[str]) -> JSONResponse:
+    # A message may quote what the user sent, lone surrogates included: JSON must still encode.
+    errors = [e.encode("utf-8", "backslashreplace").decode("utf-8") for e in errors]
     return JSONResponse(status_code=status, content={"detail": "; ".join(errors), "errors": errors})
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from contextlib import asynccontextmanager
 
@@ -15,6 +16,7 @@ from studio.services.context import StudioContext
 from studio.services import exports as export_service
 from studio.services.jobs import reap
 from studio.settings import Settings
+from studio.uploadlimit import UploadLimit
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,15 @@ def _reaper_loop(ctx: StudioContext, stop: threading.Event) -> None:
             export_service.reap(ctx)
         except Exception:
             log.exception("reaper pass failed")
+
+
+def use_own_gradio_folder(settings: Settings) -> None:
+    """Gradio's uploads and cache go to this studio's data dir, not a folder every studio
+    (and user) on the host shares, and its analytics stay off. Gradio reads both from the
+    environment when a Blocks is built, so this runs before build_ui."""
+    settings.gradio_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(settings.gradio_dir)
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 
 
 def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
@@ -47,8 +58,10 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
     app.include_router(router)
     app.include_router(api_exports.router)
     install_error_handlers(app)
+    app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 1e6))
     api_exports.install_error_handlers(app)
     if with_ui:
+        use_own_gradio_folder(settings)
         import gradio as gr
 
         from studio.ui.app import build_ui

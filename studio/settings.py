@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -46,10 +48,49 @@ class Settings(BaseSettings):
     )
     events_url: str | None = Field(default=None, description="Redis for the event stream; default: the broker.")
     broker_poll_seconds: float = Field(default=0.1, gt=0, description="Embedded broker poll.")
+    # --- limits (hardening) ---
+    model_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders local base models must lie under (JSON list or os.pathsep-separated); "
+        "empty: <data_dir>/models and the Hugging Face cache.",
+    )
+    trust_remote_code_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Base model folders or hub ids allowed to run their own code (trust_remote_code).",
+    )
+    max_rows: int = Field(default=1_000_000, ge=1, description="Rows a dataset file may hold.")
+    max_columns: int = Field(default=200, ge=1, description="Columns (fields) a dataset file may hold.")
+    max_json_depth: int = Field(default=64, ge=2, le=10_000, description="Nesting depth of JSON in a dataset file.")
+    max_decompressed_mb: float = Field(
+        default=2000.0, gt=0, description="Size a compressed (Parquet) dataset file may expand to."
+    )
+    template_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Time a custom template may take to render one row."
+    )
+    template_max_chars: int = Field(
+        default=1_000_000, ge=1000, description="Text a custom template may write for one row."
+    )
+    prepare_timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="Time a job may spend preparing data and loading the model."
+    )
+
+    @field_validator("model_dirs", "trust_remote_code_models", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # env values: a JSON list, or paths joined like PATH
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
 
     def as_env(self) -> dict[str, str]:
         """Environment variables that give a subprocess exactly these settings."""
-        return {f"STUDIO_{name.upper()}": str(value) for name, value in self.model_dump(exclude_none=True).items()}
+        return {
+            f"STUDIO_{name.upper()}": json.dumps([str(v) for v in value]) if isinstance(value, list) else str(value)
+            for name, value in self.model_dump(exclude_none=True).items()
+        }
 
     @property
     def db_url(self) -> str:
@@ -69,6 +110,20 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return (self.data_dir / "broker").resolve()
+
+    @property
+    def model_roots(self) -> list[Path]:
+        """Folders local base models must lie under, resolved."""
+        if self.model_dirs:
+            return [Path(p).expanduser().resolve() for p in self.model_dirs]
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        return [(self.data_dir / "models").resolve(), Path(HF_HUB_CACHE).expanduser().resolve()]
+
+    @property
+    def gradio_dir(self) -> Path:
+        """This studio's own Gradio upload and cache folder."""
+        return (self.data_dir / "gradio").resolve()
 
     @property
     def artifacts_root(self) -> Path:

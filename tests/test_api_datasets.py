@@ -148,7 +148,7 @@ def test_quality_report_fix_and_preview(studio, tiny_model_dir):
 @pytest.mark.parametrize(
     "route,body,status,expected",
     [
-        ("quality", {"base_model": "/no/such/model"}, 422, "folder '/no/such/model' does not exist"),
+        ("quality", {"base_model": "/no/such/model"}, 422, "'/no/such/model' is not a model folder the studio may load"),
         ("quality", {"template": {"name": "mistral"}}, 422, "template.name: Input should be"),
         ("quality", {"template": {"name": "custom", "custom_template": "{% if %}"}}, 422, "custom_template: line 1"),
         ("quality", {"max_length": 4}, 422, "max_length: Input should be greater than or equal to 16"),

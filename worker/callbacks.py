@@ -117,6 +117,9 @@ class JobRun:
     log_scope: str = ""  # keeps log keys apart when two processes log for one attempt
     stop: threading.Event = field(default_factory=threading.Event)
     lease_lost: bool = False
+    model_access: Any = None  # studio.core.basemodels.ModelAccess; None: this process's settings
+    prepare_deadline: float = math.inf  # time.monotonic() by which data and model must be ready
+    prepare_timeout: float = math.inf  # the setting behind the deadline, for the message
     _log_counter: Any = field(default_factory=lambda: itertools.count(1))
 
     def emit(self, kind: EventKind, step: int = 0, **data: Any) -> None:

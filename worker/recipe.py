@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,7 +36,7 @@ from transformers import (
 )
 from transformers.integrations import TensorBoardCallback
 
-from studio.core.basemodels import resolve_base_model
+from studio.core.basemodels import check_base_model, resolve_base_model
 from studio.core.config import AdapterSection, DataSection, JobConfig, ModelSection, TrainingSection
 from studio.core.datasets import read_snapshot, stored_split
 from studio.core.estimate import detect_device, find_target_modules, resolve_optim, resolve_precision
@@ -43,6 +44,7 @@ from studio.core.events import EventKind
 from studio.core.metrics import mean_exact_match
 from studio.core.templates import (
     IGNORE_INDEX,
+    TemplateError,
     encode_prompt,
     encode_rows,
     finish_reply,
@@ -62,10 +64,17 @@ EVAL_ROWS = 256  # cap on held-out rows scored for eval loss: evaluation stays c
 def run(job: JobRun) -> str:
     """Train the job to the end; returns 'succeeded', or 'cancelled' when stopped."""
     cfg = job.config
-    set_seed(cfg.training.seed)
-    tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(job, tokenizer)
-    model = load_model(cfg.model, cfg.adapter, job.log)
+    try:
+        check_model(job)
+        set_seed(cfg.training.seed)
+        tokenizer = load_tokenizer(cfg.model)
+        data = prepare_data(job, tokenizer)
+        check_preparing(job)
+        model = load_model(cfg.model, cfg.adapter, job.log)
+        check_preparing(job)
+    except Stopped:
+        job.log("stopped before training: " + ("the lease was lost" if job.lease_lost else "cancelled by the user"))
+        return "cancelled"
     job.log(f"model ready: {count_trainable(model)}")
     trainer = build_trainer(model, tokenizer, data, job)
     resume = checkpoints.prepare_resume(job.paths.checkpoints)
@@ -86,6 +95,30 @@ def run(job: JobRun) -> str:
 
 class SetupError(Exception):
     """A problem with the job's inputs (model, data, settings), worded for the user."""
+
+
+class Stopped(Exception):
+    """The job was cancelled (or lost its lease) while it was being prepared."""
+
+
+def check_model(job: JobRun) -> None:
+    """The studio checked the base model at launch; check again here, before any
+    from_pretrained, against this worker's own settings (model roots, remote code)."""
+    model = job.config.model
+    problem = check_base_model(model.base_model, job.model_access, model.trust_remote_code)
+    if problem:
+        raise SetupError(problem)
+
+
+def check_preparing(job: JobRun) -> None:
+    """Between preparation steps: honour a cancel, and give up past the preparation limit."""
+    if job.stop.is_set():
+        raise Stopped()
+    if time.monotonic() > job.prepare_deadline:
+        raise SetupError(
+            f"Preparing the data and the model took longer than {job.prepare_timeout:g} s "
+            "(STUDIO_PREPARE_TIMEOUT_SECONDS); use fewer rows, a simpler template, or raise the limit"
+        )
 
 
 def _load_failed(what: str, model_cfg: ModelSection, exc: Exception) -> SetupError:
@@ -135,8 +168,8 @@ def prepare_data(job: JobRun, tokenizer) -> PreparedData:
     rows = read_snapshot(job.snapshot)
     train_rows, held_rows = split_rows(rows, cfg.data, cfg.training.seed)
     mixed = mix_general_text(train_rows, cfg.template.general_text_share, cfg.training.seed)
-    train, dropped = _encode_all(tokenizer, mixed, cfg)
-    held_out, _ = _encode_all(tokenizer, held_rows[:EVAL_ROWS], cfg)
+    train, dropped = _encode_all(tokenizer, mixed, job)
+    held_out, _ = _encode_all(tokenizer, held_rows[:EVAL_ROWS], job)
     if not train:
         raise SetupError(
             f"No training row fits in max_length={cfg.training.max_length} tokens: raise training.max_length"
@@ -153,15 +186,26 @@ def prepare_data(job: JobRun, tokenizer) -> PreparedData:
     return PreparedData(train, held_out, probes, dropped)
 
 
-def _encode_all(tokenizer, rows: list[dict], cfg: JobConfig) -> tuple[list[dict], int]:
+PREP_CHUNK = 512  # rows encoded between checks of the cancel flag and the time limit
+
+
+def _encode_all(tokenizer, rows: list[dict], job: JobRun) -> tuple[list[dict], int]:
+    cfg = job.config
     encoded, dropped = [], 0
-    for example in encode_rows(tokenizer, rows, cfg.training.max_length, cfg.template):
-        if example is None:
-            dropped += 1
-            continue
-        encoded.append(
-            {"input_ids": example.input_ids, "attention_mask": [1] * len(example.input_ids), "labels": example.labels}
-        )
+    for start in range(0, len(rows), PREP_CHUNK):
+        check_preparing(job)
+        chunk = rows[start : start + PREP_CHUNK]
+        try:
+            examples = encode_rows(tokenizer, chunk, cfg.training.max_length, cfg.template)
+        except TemplateError as exc:
+            raise SetupError(f"template: {exc}") from None
+        for example in examples:
+            if example is None:
+                dropped += 1
+                continue
+            encoded.append(
+                {"input_ids": example.input_ids, "attention_mask": [1] * len(example.input_ids), "labels": example.labels}
+            )
     return encoded, dropped
 
 

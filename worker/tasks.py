@@ -6,12 +6,14 @@ from __future__ import annotations
 import errno
 import gc
 import logging
+import time
 import traceback
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from sqlalchemy.engine import Engine
 
 from studio import lifecycle
+from studio.core.basemodels import ModelAccess
 from studio.core.config import JobConfig
 from studio.core.paths import JobPaths, resolve_inside
 from studio.db import engine_for, session_scope
@@ -88,6 +90,9 @@ def job_run(settings: Settings, engine: Engine, job: Job, owner: str, primary: b
         lease_seconds=settings.lease_seconds,
         writer=EventWriter(make_sink(settings, engine)) if primary else None,
         primary=primary,
+        model_access=ModelAccess.from_settings(settings),
+        prepare_deadline=time.monotonic() + settings.prepare_timeout_seconds,
+        prepare_timeout=settings.prepare_timeout_seconds,
     )
 
 

@@ -69,6 +69,49 @@ class ParseOptions:
     columns: Mapping[str, str] = field(default_factory=dict)  # Alpaca field -> column in the file
 
 
+@dataclass(frozen=True)
+class ParseLimits:
+    """Bounds on what one file may hold (settings max_rows, max_columns, max_json_depth,
+    max_decompressed_mb), checked before a compressed file is expanded where possible."""
+
+    max_rows: int = 1_000_000
+    max_columns: int = 200
+    max_json_depth: int = 64
+    max_decompressed_bytes: int = 2_000_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ParseLimits":
+        return cls(
+            settings.max_rows, settings.max_columns, settings.max_json_depth, int(settings.max_decompressed_mb * 1e6)
+        )
+
+
+def bad_unicode(text: str) -> bool:
+    """A string with a lone surrogate ("\\ud800"): JSON can say it, UTF-8 cannot store it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def json_depth_over(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest deeper than limit (a row of text fields is depth 1)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
 @dataclass
 class ParseResult:
     filename: str
@@ -77,6 +120,7 @@ class ParseResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+    limits: ParseLimits = field(default_factory=ParseLimits)
 
     @property
     def kind(self) -> str:
@@ -117,9 +161,13 @@ def detect_schema(record: Any) -> str:
     return "alpaca"
 
 
-def parse_file(filename: str, data: bytes, max_bytes: int, options: ParseOptions | None = None) -> ParseResult:
-    """Parse an uploaded file. Raises DatasetError when nothing in it is usable."""
+def parse_file(
+    filename: str, data: bytes, max_bytes: int, options: ParseOptions | None = None, limits: ParseLimits | None = None
+) -> ParseResult:
+    """Parse an uploaded file. Raises DatasetError when nothing in it is usable, or when it
+    is over one of the limits (rows, columns, nesting, decompressed size)."""
     options = options or ParseOptions()
+    limits = limits or ParseLimits()
     fmt = detect_format(filename, options.file_type)
     if options.schema is not None and options.schema not in SCHEMAS:
         raise DatasetError([f"schema: '{options.schema}' is not one of {', '.join(SCHEMAS)}"])
@@ -132,14 +180,20 @@ def parse_file(filename: str, data: bytes, max_bytes: int, options: ParseOptions
         raise DatasetError(
             [f"{filename}: {len(data) / 1e6:.3g} MB is over the {max_bytes / 1e6:.3g} MB upload limit"]
         )
-    result = ParseResult(filename, fmt)
+    result = ParseResult(filename, fmt, limits=limits)
     if fmt == "parquet":
         records = _parquet_records(data, result)
     else:
         records = {"json": _json_records, "jsonl": _jsonl_records, "csv": _csv_records, "tsv": _csv_records}[fmt](
             _decode(filename, data), result, options
         )
-    for where, record in records:
+    for count, (where, record) in enumerate(records, start=1):
+        if count > limits.max_rows:
+            raise DatasetError([f"{filename}: more than {limits.max_rows:,} rows (the limit, STUDIO_MAX_ROWS)"])
+        problem = _record_problem(record, limits)
+        if problem:
+            result.add_error(f"{where}: {problem}")
+            continue
         if not result.schema:
             result.schema = options.schema or detect_schema(record)
             if result.kind == "chat" and fmt in ("csv", "tsv"):
@@ -152,6 +206,15 @@ def parse_file(filename: str, data: bytes, max_bytes: int, options: ParseOptions
             result.add_error(": no rows found")
         raise DatasetError(result.errors)
     return result
+
+
+def _record_problem(record: Any, limits: ParseLimits) -> str | None:
+    """What makes a record unreadable whatever its schema: too many fields, too deep."""
+    if isinstance(record, dict) and len(record) > limits.max_columns:
+        return f"{len(record):,} fields; the limit is {limits.max_columns:,} (STUDIO_MAX_COLUMNS)"
+    if json_depth_over(record, limits.max_json_depth):
+        return f"nested deeper than {limits.max_json_depth} levels (the limit, STUDIO_MAX_JSON_DEPTH)"
+    return None
 
 
 def _decode(filename: str, data: bytes) -> str:
@@ -192,6 +255,10 @@ def _json_records(text: str, result: ParseResult, _options: ParseOptions) -> Ite
         raise DatasetError(
             [f"{result.filename} line {exc.lineno}: invalid JSON at column {exc.colno} ({exc.msg})"]
         ) from None
+    except RecursionError:  # the parser recurses once per level
+        raise DatasetError([
+            f"{result.filename}: nested deeper than {result.limits.max_json_depth} levels (the limit, STUDIO_MAX_JSON_DEPTH)"
+        ]) from None
     except ValueError as exc:
         raise DatasetError([f"{result.filename}: {exc}"]) from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -210,6 +277,8 @@ def _jsonl_records(text: str, result: ParseResult, _options: ParseOptions) -> It
             yield f"line {number}", json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             result.add_error(f"line {number}: invalid JSON at column {exc.colno} ({exc.msg})")
+        except RecursionError:
+            result.add_error(f"line {number}: nested deeper than {result.limits.max_json_depth} levels (STUDIO_MAX_JSON_DEPTH)")
         except ValueError as exc:
             result.add_error(f"line {number}: {exc}")
 
@@ -223,6 +292,11 @@ def _csv_records(text: str, result: ParseResult, options: ParseOptions) -> Itera
         return
     except csv.Error as exc:
         raise DatasetError([f"{result.filename} line 1: {exc}"]) from None
+    if len(header) > result.limits.max_columns:
+        raise DatasetError([
+            f"{result.filename} line 1: {len(header):,} columns; the limit is {result.limits.max_columns:,} "
+            "(STUDIO_MAX_COLUMNS)"
+        ])
     check_columns(result.filename, header, options.columns)
     try:
         for number, values in enumerate(reader, start=2):
@@ -262,10 +336,34 @@ def _parquet_records(data: bytes, result: ParseResult) -> Iterator[tuple[str, An
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    limits = result.limits
     try:
+        # The footer says how big the file is once expanded: refuse a bomb before reading it.
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+        if meta.num_rows > limits.max_rows:
+            raise DatasetError([
+                f"{result.filename}: {meta.num_rows:,} rows; the limit is {limits.max_rows:,} (STUDIO_MAX_ROWS)"
+            ])
+        if meta.num_columns > limits.max_columns:
+            raise DatasetError([
+                f"{result.filename}: {meta.num_columns:,} columns; the limit is {limits.max_columns:,} (STUDIO_MAX_COLUMNS)"
+            ])
+        expanded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        if expanded > limits.max_decompressed_bytes:
+            raise DatasetError([
+                f"{result.filename}: expands to {expanded / 1e6:,.0f} MB; the limit is "
+                f"{limits.max_decompressed_bytes / 1e6:,.0f} MB (STUDIO_MAX_DECOMPRESSED_MB)"
+            ])
         table = pq.read_table(io.BytesIO(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise DatasetError([f"{result.filename}: not a readable Parquet file ({exc})"]) from None
+    except (pa.ArrowException, OSError, ValueError, IndexError) as exc:
+        if isinstance(exc, DatasetError):
+            raise
+        raise DatasetError([f"{result.filename}: not a readable Parquet file ({str(exc)[:300]})"]) from None
+    if table.nbytes > limits.max_decompressed_bytes:  # the footer can lie
+        raise DatasetError([
+            f"{result.filename}: expands to {table.nbytes / 1e6:,.0f} MB; the limit is "
+            f"{limits.max_decompressed_bytes / 1e6:,.0f} MB (STUDIO_MAX_DECOMPRESSED_MB)"
+        ])
     names = table.column_names
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -299,14 +397,25 @@ def _text_value(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _extra_fields(record: dict, skip: Iterable[str]) -> dict[str, str]:
+def _extra_fields(record: dict, skip: Iterable[str], problems: list[str]) -> dict[str, str]:
     """Text fields beyond the schema's (e.g. a category); structured ones are dropped."""
     extra = {}
     for name, value in record.items():
         text = _text_value(value)
         if name not in skip and text is not None:
+            if bad_unicode(str(name)) or bad_unicode(text):
+                problems.append(f"field {_shown(name)}: {UNICODE_PROBLEM}")
+                continue
             extra[str(name)] = text
     return extra
+
+
+UNICODE_PROBLEM = "holds a lone surrogate (like \\ud800), which is not valid Unicode text"
+
+
+def _shown(name: Any) -> str:
+    """A field name for a message, safe to print whatever it holds."""
+    return ascii(str(name)[:100])
 
 
 def alpaca_row(record: Any, problems: list[str]) -> dict[str, Any]:
@@ -314,7 +423,7 @@ def alpaca_row(record: Any, problems: list[str]) -> dict[str, Any]:
     if not isinstance(record, dict):
         problems.append(f"expected an object with 'instruction' and 'output', found {type(record).__name__}")
         return {}
-    row = _extra_fields(record, ALPACA_FIELDS)
+    row = _extra_fields(record, ALPACA_FIELDS, problems)
     for name in ALPACA_FIELDS:
         if name not in record:
             if name != "input":
@@ -324,6 +433,8 @@ def alpaca_row(record: Any, problems: list[str]) -> dict[str, Any]:
         text = _text_value(record[name])
         if text is None:
             problems.append(f"'{name}' must be text, found {type(record[name]).__name__}")
+        elif bad_unicode(text):
+            problems.append(f"'{name}' {UNICODE_PROBLEM}")
         elif name != "input" and not text.strip():
             problems.append(f"'{name}' is empty")
         row[name] = text if text is not None else ""
@@ -351,8 +462,9 @@ def chat_row(record: Any, problems: list[str], sharegpt: bool = False) -> dict[s
             problems.append(f"{where}: expected an object, found {type(turn).__name__}")
             continue
         role = turn.get(role_key)
-        if role not in allowed:
-            problems.append(f"{where}.{role_key}: {json.dumps(role)} is not one of {', '.join(allowed)}")
+        if not isinstance(role, str) or role not in allowed:
+            shown = json.dumps(role)[:60] if isinstance(role, str) else f"a {type(role).__name__}"
+            problems.append(f"{where}.{role_key}: {shown} is not one of {', '.join(allowed)}")
             continue
         if text_key not in turn:
             problems.append(f"{where}: missing field '{text_key}'")
@@ -361,10 +473,13 @@ def chat_row(record: Any, problems: list[str], sharegpt: bool = False) -> dict[s
         if text is None:
             problems.append(f"{where}.{text_key}: must be text, found {type(turn.get(text_key)).__name__}")
             continue
+        if bad_unicode(text):
+            problems.append(f"{where}.{text_key}: {UNICODE_PROBLEM}")
+            continue
         messages.append({"role": allowed[role], "content": text})
     if not problems:
         problems.extend(check_conversation(messages, key))
-    row = _extra_fields(record, (key,))
+    row = _extra_fields(record, (key,), problems)
     row["messages"] = messages
     return row
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from dataclasses import dataclass, field
 
 from studio.core.config import AdapterSection, JobConfig, TrainingSection
@@ -27,6 +28,7 @@ class Device:
     bf16: bool  # native bf16 math (Ampere+ GPU, or a CPU with AVX512-BF16 / AMX)
     bitsandbytes: bool  # the package is importable
     gpus: int = 0  # CUDA devices visible
+    cpus: int = 0  # CPU cores (0: not reported, by a worker from before this field)
 
 
 def detect_device() -> Device:
@@ -41,7 +43,24 @@ def detect_device() -> Device:
             True, props.name, props.total_memory, torch.cuda.is_bf16_supported(), has_bnb, torch.cuda.device_count()
         )
     cpu_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return Device(False, "CPU", psutil.virtual_memory().total, cpu_bf16, has_bnb)
+    return Device(False, "CPU", psutil.virtual_memory().total, cpu_bf16, has_bnb, cpus=os.cpu_count() or 1)
+
+
+def device_capacity(device: Device) -> int:
+    """How many processes a job may train with on device: its GPUs, or on a CPU worker its
+    cores (one process per core at most; 64 when it did not say)."""
+    if device.cuda:
+        return max(device.gpus, 1)
+    return device.cpus or 64
+
+
+def check_devices(training: TrainingSection, device: Device) -> str | None:
+    """Why this worker cannot give a job its training.devices, or None."""
+    have = device_capacity(device)
+    if training.devices > have:
+        what = "GPUs" if device.cuda else "CPU cores"
+        return f"training.devices: the job asks for {training.devices} devices; this worker has {have} {what}"
+    return None
 
 
 def resolve_precision(training: TrainingSection, device: Device) -> tuple[str, str | None]:

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from studio.core.config import TemplateSection
 from studio.core.datasets import ALPACA_FIELDS, response_text, row_text
-from studio.core.templates import IGNORE_INDEX, TEMPLATE_MARKERS, encode_rows, token_counts
+from studio.core.templates import IGNORE_INDEX, TEMPLATE_MARKERS, TemplateError, encode_rows, token_counts
 
 UNLIMITED = 10**9  # encode without a cut to learn each row's full length (the preview)
 CHUNK = 2000  # rows tokenized per batch: bounded memory for 50k-row datasets
@@ -206,6 +206,11 @@ def preview_tokens(
     """A row as spans of text, each trained or masked and kept or cut at max_length, with
     token counts: what the model sees and learns from this row."""
     enc = encode_rows(tokenizer, [row], UNLIMITED, template)[0]
+    if enc is None:
+        raise TemplateError(
+            f"the {template.name} template leaves no token of this row to train on: it must write the "
+            "assistant replies (messages with role 'assistant')"
+        )
     ids, labels = enc.input_ids, enc.labels
     spans: list[dict[str, Any]] = []
     start = 0

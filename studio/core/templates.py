@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
@@ -296,12 +298,125 @@ def _chat_segments(
     return segments
 
 
-@lru_cache(maxsize=16)
-def _compile_custom(source: str):
+class TemplateLimit(TemplateError):
+    """A custom template ran past its time or output limit."""
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """Bounds on one render of a custom template (settings template_timeout_seconds and
+    template_max_chars)."""
+
+    seconds: float = 5.0
+    max_chars: int = 1_000_000
+
+
+def render_limits() -> RenderLimits:
+    """The limits this process's settings set."""
+    from studio.settings import get_settings
+
+    settings = get_settings()
+    return RenderLimits(settings.template_timeout_seconds, settings.template_max_chars)
+
+
+# The running render's (deadline, limits); a context variable, so concurrent renders in
+# the web app's threads each keep their own.
+_RENDER: ContextVar[tuple[float, RenderLimits] | None] = ContextVar("template_render", default=None)
+_CHECK_EVERY = 256  # loop iterations between clock reads
+
+
+def _check_clock() -> None:
+    current = _RENDER.get()
+    if current is not None and time.monotonic() > current[0]:
+        raise TemplateLimit(
+            f"the custom template took longer than {current[1].seconds:g} s to render one row "
+            "(STUDIO_TEMPLATE_TIMEOUT_SECONDS); simplify its loops"
+        )
+
+
+def _max_chars() -> int:
+    current = _RENDER.get()
+    return current[1].max_chars if current is not None else RenderLimits.max_chars
+
+
+def _too_long(size: int) -> TemplateLimit:
+    return TemplateLimit(
+        f"the custom template writes more than {_max_chars():,} characters for one row "
+        f"(STUDIO_TEMPLATE_MAX_CHARS); it tried {size:,}"
+    )
+
+
+def _bounded_iter(iterable):
+    """What every template for-loop iterates: the same items, with the clock read as it goes."""
+    for count, item in enumerate(iterable):
+        if count % _CHECK_EVERY == 0:
+            _check_clock()
+        yield item
+
+
+def _sandbox_class():
+    from jinja2 import nodes
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        """Jinja's immutable sandbox (no attribute escapes, range at most 100k) plus a clock
+        on every loop, call and attribute, and bounds on what * and ** can build. Loops that
+        neither call nor print are caught because every for-loop's iterable is wrapped."""
+
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "**":
+                if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(left) > 1 and right > 64:
+                    raise TemplateLimit(f"the custom template computes {left!r} ** {right!r}, too big a number")
+                return left**right
+            if isinstance(left, int) and isinstance(right, (str, list, tuple)):
+                left, right = right, left
+            if isinstance(left, (str, list, tuple)) and isinstance(right, int) and len(left) * right > _max_chars():
+                raise _too_long(len(left) * right)
+            return left * right
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's signature)
+            _check_clock()
+            return super().call(__context, __obj, *args, **kwargs)
+
+        def getattr(self, obj, attribute):
+            _check_clock()
+            return super().getattr(obj, attribute)
+
+        def _parse(self, source, name, filename):
+            tree = super()._parse(source, name, filename)
+            for loop in tree.find_all(nodes.For):
+                loop.iter = nodes.Filter(loop.iter, "_studio_bounded", [], [], None, None, lineno=loop.iter.lineno)
+            return tree
+
+    return BoundedSandbox
+
+
+@lru_cache(maxsize=16)
+def _compile_custom(source: str):
+    env = _sandbox_class()(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["_studio_bounded"] = _bounded_iter
     return env.from_string(source)
+
+
+def render_custom(source: str, limits: RenderLimits | None = None, **variables: Any) -> str:
+    """Render a custom template in the sandbox within limits (default: the settings');
+    raises TemplateLimit when it runs too long or writes too much."""
+    limits = limits or render_limits()
+    template = _compile_custom(source)
+    token = _RENDER.set((time.monotonic() + limits.seconds, limits))
+    try:
+        pieces, size = [], 0
+        for piece in template.generate(**variables):
+            size += len(piece)
+            if size > limits.max_chars:
+                raise _too_long(size)
+            pieces.append(piece)
+            _check_clock()
+        return "".join(pieces)
+    finally:
+        _RENDER.reset(token)
 
 
 def check_custom_template(source: str) -> str | None:
@@ -322,7 +437,8 @@ def _jinja_render(messages: list[dict], template: TemplateSection, tokenizer, ad
             if tokenizer is None or not getattr(tokenizer, "chat_template", None):
                 raise TemplateError("the model's tokenizer has no chat template; choose another template")
             return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
-        return _compile_custom(template.custom_template).render(
+        return render_custom(
+            template.custom_template,
             messages=plain,
             add_generation_prompt=add_generation_prompt,
             bos_token=getattr(tokenizer, "bos_token", None) or "",
@@ -330,6 +446,10 @@ def _jinja_render(messages: list[dict], template: TemplateSection, tokenizer, ad
         )
     except TemplateError:
         raise
+    except RecursionError:
+        raise TemplateError(f"the {template.name} template calls itself too deeply (a macro without an end)") from None
+    except MemoryError:
+        raise TemplateError(f"the {template.name} template needs more memory than the machine has") from None
     except Exception as exc:  # a user's template can fail in many ways: say which
         raise TemplateError(f"the {template.name} template failed to render: {type(exc).__name__}: {exc}") from None
 

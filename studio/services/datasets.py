@@ -33,8 +33,11 @@ from sqlmodel import select
 
 from studio.core.datasets import (
     ALPACA_FIELDS,
+    UNICODE_PROBLEM,
     DatasetError,
+    ParseLimits,
     ParseOptions,
+    bad_unicode,
     content_hash,
     detect_format,
     parse_file,
@@ -95,7 +98,10 @@ def create_dataset(
     name = (name or "").strip() or Path(filename).stem
     if len(name) > 200:
         raise DatasetError([f"name: at most 200 characters (got {len(name)})"])
-    parsed = parse_file(filename, data, int(ctx.settings.max_upload_mb * 1e6), options)
+    if bad_unicode(name) or bad_unicode(filename):
+        raise DatasetError([f"name: {UNICODE_PROBLEM}"])
+    limits = ParseLimits.from_settings(ctx.settings)
+    parsed = parse_file(filename, data, int(ctx.settings.max_upload_mb * 1e6), options, limits)
     if parsed.error_count and not accept_partial:
         more = parsed.error_count - len(parsed.errors)
         raise DatasetError(
@@ -147,12 +153,13 @@ def inspect_file(
     choose the mapping."""
     options = options or ParseOptions()
     limit = int(ctx.settings.max_upload_mb * 1e6)
+    limits = ParseLimits.from_settings(ctx.settings)
     try:
-        parsed = parse_file(Path(filename).name, data, limit, options)
+        parsed = parse_file(Path(filename).name, data, limit, options, limits)
     except DatasetError as exc:
         fmt = detect_format(filename, options.file_type)
         header = _table_header(data, fmt) if fmt in ("csv", "tsv") and len(data) <= limit else []
-        if not header:
+        if not header or len(header) > limits.max_columns:
             raise
         return FileInspection(fmt, "alpaca", header, [], 0, exc.errors, len(exc.errors))
     columns = list(dict.fromkeys(k for row in parsed.rows[:200] for k in row))
@@ -473,6 +480,8 @@ def edit_cell(
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise DatasetError([f"row {index}: 'messages' is not valid JSON ({exc.msg} at column {exc.colno})"]) from None
+        except RecursionError:
+            raise DatasetError([f"row {index}: 'messages' is nested too deeply"]) from None
     elif column != "messages" and not isinstance(value, str):
         raise DatasetError([f"row {index}: '{column}' must be text"])
     row = _checked({**snapshot.rows[index], column: value}, version.kind, f"row {index}")
@@ -605,17 +614,25 @@ def split_dataset(
 # --- quality report, fixes, token preview ---------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def load_tokenizer(base_model: str):
-    """The tokenizer of a base model (hub id, local folder or 'demo'), for reports and
-    previews. Raises DatasetError naming the model when it cannot be loaded."""
-    from transformers import AutoTokenizer
+def tokenizer_for(ctx: StudioContext, base_model: str):
+    """The tokenizer of a base model the settings allow (model roots), for reports and
+    previews. Raises DatasetError naming the model when it is not allowed or cannot be loaded."""
+    from studio.core.basemodels import ModelAccess, check_base_model
 
-    from studio.core.basemodels import check_base_model, resolve_base_model
-
-    problem = check_base_model(base_model)
+    problem = check_base_model(base_model, ModelAccess.from_settings(ctx.settings))
     if problem:
         raise DatasetError([problem])
+    return load_tokenizer(base_model)
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(base_model: str):
+    """The tokenizer of a base model already checked by tokenizer_for. Raises
+    DatasetError naming the model when it cannot be loaded."""
+    from transformers import AutoTokenizer
+
+    from studio.core.basemodels import resolve_base_model
+
     try:
         return AutoTokenizer.from_pretrained(resolve_base_model(base_model))
     except Exception as exc:  # a missing or broken folder, no internet for a hub id
@@ -637,7 +654,7 @@ def quality_report(
     version, snapshot = load_version(ctx, dataset_id, version_id)
     template = template or TemplateSection()
     path = str(resolve_inside(ctx.settings.artifacts_root, version.snapshot_path))
-    load_tokenizer(base_model)  # a bad model is named before any work
+    tokenizer_for(ctx, base_model)  # a bad model is named before any work
     report = _cached_report(path, version.content_hash, base_model, template.model_dump_json(), max_length, category_column)
     return {"dataset_id": dataset_id, "version_id": version.id, "version": version.number, "base_model": base_model, **report}
 
@@ -680,7 +697,7 @@ def preview_row(
     """One row rendered and tokenized: spans trained or masked, kept or cut, and counts."""
     _, snapshot = load_version(ctx, dataset_id, version_id)
     _check_index(index, len(snapshot.rows))
-    tokenizer = load_tokenizer(base_model)
+    tokenizer = tokenizer_for(ctx, base_model)
     try:
         preview = preview_tokens(tokenizer, snapshot.rows[index], template or TemplateSection(), max_length)
     except TemplateError as exc:

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 from sqlmodel import select
 
 from studio import lifecycle, workers
-from studio.core.basemodels import DEMO, check_base_model
+from studio.core.basemodels import DEMO, ModelAccess, check_base_model
 from studio.core.config import DEMO_PRESET, ConfigError, JobConfig, build_config, deep_merge
-from studio.core.estimate import GIB, Device, Plan, detect_device, preview_job
+from studio.core.estimate import GIB, Device, Plan, detect_device, device_capacity, preview_job
 from studio.db import session_scope
 from studio.models import (
     Checkpoint,
@@ -67,18 +67,38 @@ def _metric_public(point: MetricPoint) -> MetricPublic:
 
 
 def make_config(
-    base_model: str, dataset_version_id: int, partial: Mapping[str, Any] | None, preset: str | None
+    base_model: str,
+    dataset_version_id: int,
+    partial: Mapping[str, Any] | None,
+    preset: str | None,
+    access: ModelAccess | None = None,
 ) -> JobConfig:
     """The frozen config for a new job. The demo base gets the demo preset unless the
-    caller names another."""
+    caller names another. The base model must be one `access` allows (default: this
+    process's settings), and may run its own code only if an admin listed it."""
     if preset is None and base_model.strip() == DEMO:
         preset = DEMO_PRESET
     fixed = {"model": {"base_model": base_model.strip()}, "data": {"dataset_version_id": dataset_version_id}}
     config = build_config(deep_merge(partial or {}, fixed), preset=preset)
-    problem = check_base_model(config.model.base_model)
+    problem = check_base_model(config.model.base_model, access, config.model.trust_remote_code)
     if problem:
         raise ConfigError([problem])
     return config
+
+
+def _check_devices(ctx: StudioContext, config: JobConfig) -> None:
+    """Refuse a job that asks for more devices than any live worker has (with no live
+    worker it waits in the queue, as every job does)."""
+    wanted = config.training.devices
+    if wanted <= 1:
+        return
+    live = workers.live_devices(ctx.engine, ctx.settings.worker_heartbeat_seconds)
+    if live and not any(device_capacity(d) >= wanted for d in live.values()):
+        most = max(device_capacity(d) for d in live.values())
+        raise ConfigError([
+            f"training.devices: {wanted} devices asked for, but the most any running worker has is {most} "
+            f"({'; '.join(f'{name}: {describe_device(d)}' for name, d in live.items())})"
+        ])
 
 
 def create_job(
@@ -92,7 +112,8 @@ def create_job(
 ) -> JobPublic:
     """Validate, store as queued, then put the job id on the queue."""
     dataset = get_dataset(ctx, dataset_id)
-    frozen = make_config(base_model, dataset.version_id, config, preset)
+    frozen = make_config(base_model, dataset.version_id, config, preset, ModelAccess.from_settings(ctx.settings))
+    _check_devices(ctx, frozen)
     with session_scope(ctx.engine) as session:
         job = Job(
             name=name.strip()[:200] or f"{dataset.name} on {frozen.model.base_model}",
@@ -139,7 +160,8 @@ def preview_launch(
     """Validate like create_job (raises ConfigError / NotFound), store nothing, and size
     the run. Steps follow the HF Trainer: ceil(rows / (batch x accumulation x devices)) per epoch."""
     dataset = get_dataset(ctx, dataset_id)
-    frozen = make_config(base_model, dataset.version_id, config, preset)
+    frozen = make_config(base_model, dataset.version_id, config, preset, ModelAccess.from_settings(ctx.settings))
+    _check_devices(ctx, frozen)
     data, training = frozen.data, frozen.training
     if dataset.validation_rows:
         train_rows = dataset.row_count - dataset.validation_rows

@@ -360,7 +360,7 @@ def test_quality_report_shows_the_summary_plots_and_fixes(ctx, qa_dataset):
     fixes = tab.run_report(ctx, qa_dataset, "demo", "alpaca", 16)[5:]
     assert not any(f.visible for f in fixes)
     message = tab.run_report(ctx, qa_dataset, "/nonexistent/model", "alpaca", 16)[0]
-    assert "notice-error" in message and "folder &#x27;/nonexistent/model&#x27; does not exist" in message
+    assert "notice-error" in message and "&#x27;/nonexistent/model&#x27; is not a model folder the studio may load" in message
 
 
 def test_report_text_from_the_data_is_escaped(ctx, tmp_path):

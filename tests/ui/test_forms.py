@@ -135,6 +135,6 @@ def test_launch_handler_shows_config_errors_and_stores_nothing(ctx, alpaca_file)
     assert "not started" in message
     assert jobs.list_jobs(ctx) == []
     message, *_ = launch(ctx, form, dataset.id, "/no/such/folder", "", *form.values(JobConfig()))
-    assert "(model.base_model): folder &#x27;/no/such/folder&#x27; does not exist" in message
+    assert "(model.base_model): &#x27;/no/such/folder&#x27; is not a model folder the studio may load" in message
     message, *_ = launch(ctx, form, 999, "demo", "", *form.values(JobConfig()))
     assert "dataset 999 does not exist" in message
