@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import make_settings, server_starter, wait_until, worker_starter
 
+pytestmark = pytest.mark.db  # a real server on the DB under test: also run on PostgreSQL
+
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory, module_processes):

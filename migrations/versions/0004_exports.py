@@ -54,3 +54,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_export_job_id'))
 
     op.drop_table('export')
+    # PostgreSQL keeps an enum as a type of its own; without this, upgrading again fails
+    sa.Enum(name='exportstatus').drop(op.get_bind(), checkfirst=True)

@@ -24,6 +24,7 @@ from tests.reliability.test_crashes import RESUMABLE
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.db,  # idempotent ingest across restarts: also run on PostgreSQL
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary (apt-get install redis-server)"),
 ]
 

@@ -13,6 +13,8 @@ from studio.core.datasets import DatasetError, ParseOptions, read_snapshot
 from studio.services import datasets
 from studio.services.context import NotFound
 
+pytestmark = pytest.mark.db  # versions stored and read back: also run on PostgreSQL
+
 
 def rows(n: int, category: bool = True) -> list[dict]:
     return [

@@ -16,6 +16,8 @@ from studio.models import WorkerNode, utcnow
 from studio.services import datasets, jobs
 from studio.services.context import NotFound
 
+pytestmark = pytest.mark.db  # jobs and workers stored and read back: also run on PostgreSQL
+
 
 def upload(ctx, n: int) -> int:
     body = "\n".join(json.dumps({"instruction": f"Say {i}", "output": f"{i}"}) for i in range(n)).encode()
