@@ -51,6 +51,29 @@ def test_compose_runs_real_commands_with_known_settings():
     assert "redis" in services and (ROOT / "Dockerfile").is_file()
 
 
+def test_compose_puts_studio_and_workers_on_one_postgres():
+    """Studio and workers may run on different hosts, so they share a PostgreSQL service:
+    the URL they get names that service's user, database and port, with the driver the
+    studio ships (psycopg 3), and they start only once pg_isready says it is up."""
+    from sqlalchemy.engine import make_url
+
+    from studio.db import make_engine
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:16")
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    for name in ("studio", "worker"):
+        service = services[name]
+        url = make_url(service["environment"]["STUDIO_DATABASE_URL"])
+        assert (url.drivername, url.host, url.port) == ("postgresql+psycopg", "postgres", 5432)
+        assert (url.username, url.database) == (postgres["environment"]["POSTGRES_USER"], postgres["environment"]["POSTGRES_DB"])
+        assert url.password == postgres["environment"]["POSTGRES_PASSWORD"]  # the same ${...} default
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert make_engine(url.render_as_string(hide_password=False)).dialect.driver == "psycopg"
+
+
 @pytest.mark.slow
 def test_up_starts_web_and_worker_and_stops_on_ctrl_c(tmp_path):
     port = free_port()

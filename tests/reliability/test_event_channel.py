@@ -24,7 +24,6 @@ from tests.reliability.test_crashes import RESUMABLE
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.db,  # idempotent ingest across restarts: also run on PostgreSQL
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs the redis-server binary (apt-get install redis-server)"),
 ]
 
@@ -107,6 +106,7 @@ def _settle(ctx, job, processes) -> tuple[int, int]:
     return emitted, _stored(ctx, job.id)
 
 
+@pytest.mark.db  # the studio's ingest replays the stream into the DB: also run on PostgreSQL
 def test_r6_studio_restart_while_events_stream(tmp_path, private_redis, alpaca_file, tiny_model_dir,
                                                start_server, start_worker, processes):
     settings, ctx, job = _launch(tmp_path, private_redis, alpaca_file, tiny_model_dir, start_server, start_worker)
