@@ -158,13 +158,16 @@ def download(ctx: StudioContext, export_id: int, file: Optional[str] = None) -> 
         relpath = session.get(Export, export_id).path
     if export.status != ExportStatus.succeeded or not relpath:
         raise ExportRefused(f"export {export_id} is {export.status.value}: there is nothing to download yet")
-    folder = resolve_inside(root, f"exports/{export_id}")
-    path = resolve_inside(root, relpath)
     if file is not None:
-        names = {f["name"] for f in export.checks.get("files", [])}
-        if file not in names or "/" in file:
+        names = {f["name"] for f in export.checks.get("files", []) if "/" not in f["name"]}
+        if file not in names:
             raise NotFound(f"export {export_id} has no file '{file}'; it has: {', '.join(sorted(names))}")
-        path = resolve_inside(root, f"exports/{export_id}/{file}")
+        relpath = f"exports/{export_id}/{file}"
+    try:
+        folder = resolve_inside(root, f"exports/{export_id}")
+        path = resolve_inside(root, relpath)
+    except ValueError:  # a stored path that points outside the artifact root is never served
+        raise NotFound(f"export {export_id} has no file inside the artifact store") from None
     if not path.is_relative_to(folder) or not path.exists():
         raise NotFound(f"export {export_id}'s files are gone from the artifact store")
     if path.is_dir():
