@@ -9,7 +9,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from studio.api import install_error_handlers, router
+from studio.access import identity_of
+from studio.api import install_error_handlers, public_router, router
+from studio.api_accounts import admin_router, me_router
+from studio.api_accounts import pages as account_pages
+from studio.gate import RATER_PAGE, Gate
+from studio.services.accounts import LoginLimiter
 from studio import api_exports
 from studio.eventbus import StreamIngester
 from studio.services.context import StudioContext
@@ -55,18 +60,38 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
 
     app = FastAPI(title="Fine-tuning studio", version="0.1.0", lifespan=lifespan)
     app.state.ctx = ctx
+    app.state.login_limiter = LoginLimiter(settings.login_failures_per_account, settings.login_failures_per_ip)
+    app.include_router(public_router)
     app.include_router(router)
     app.include_router(api_exports.router)
+    app.include_router(account_pages)
+    app.include_router(me_router)
+    app.include_router(admin_router)
     install_error_handlers(app)
-    app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 1e6))
     api_exports.install_error_handlers(app)
+    app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 1e6))
+    ui_rules = rater_rules = None
     if with_ui:
         use_own_gradio_folder(settings)
         import gradio as gr
 
-        from studio.ui.app import build_ui
+        from studio.ui.app import CSS, build_rater_rules, build_ui
+        from studio.ui.rater_app import build_rater_ui
 
         # Gradio refuses bigger uploads before they reach the disk; the service checks again.
         limit = int(settings.max_upload_mb * 1e6)
-        app = gr.mount_gradio_app(app, build_ui(ctx), path="/", max_file_size=limit)
+        mount = dict(max_file_size=limit, auth_dependency=_user_name, run_history=False, footer_links=[], css=CSS)
+        rater_page = build_rater_ui(ctx)
+        rater_rules = build_rater_rules(rater_page)
+        app = gr.mount_gradio_app(app, rater_page, path=RATER_PAGE, **mount)
+        page, ui_rules = build_ui(ctx)
+        app = gr.mount_gradio_app(app, page, path="/", **mount)
+    # Outermost: the host, origin and login checks come before everything else.
+    app.add_middleware(Gate, ctx=ctx, ui=ui_rules, rater_ui=rater_rules)
     return app
+
+
+def _user_name(request) -> str | None:
+    """Gradio's view of who is calling (gr.Request.username); the gate has checked it."""
+    identity = identity_of(request)
+    return identity.name if identity else None

@@ -48,6 +48,25 @@ class Settings(BaseSettings):
     )
     events_url: str | None = Field(default=None, description="Redis for the event stream; default: the broker.")
     broker_poll_seconds: float = Field(default=0.1, gt=0, description="Embedded broker poll.")
+
+    # --- accounts and web security ---
+    no_auth: bool = Field(
+        default=False, description="Serve a non-loopback address with no users and no login (dangerous)."
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names the web app answers to, besides the bound address and localhost; '*' for any.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed to call the API from another site (CORS); none by default."
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 90, description="How long a browser login lasts.")
+    login_failures_per_account: int = Field(
+        default=5, ge=1, description="Failed logins for one account within 15 minutes before it waits."
+    )
+    login_failures_per_ip: int = Field(
+        default=20, ge=1, description="Failed logins from one address within 15 minutes before it waits."
+    )
     # --- limits (hardening) ---
     model_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
@@ -83,6 +102,17 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
+
+    @field_validator("allowed_hosts", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        # env values: a JSON list, or names joined by commas
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
     def as_env(self) -> dict[str, str]:

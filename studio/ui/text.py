@@ -24,6 +24,33 @@ TEXT: dict[str, str] = {
     "tab.datasets": "Datasets",
     "tab.train": "Train",
     "tab.jobs": "Jobs",
+    "tab.admin": "Admin",
+    "tab.evaluation": "Evaluation",
+    "app.local_mode": (
+        "Single-user mode: no login, because the studio only listens on this computer. "
+        "Anyone who can use this computer can use the studio. "
+        "To require a login, add an admin: studio user add NAME --role admin"
+    ),
+    "app.signed_in": "Signed in as {name}",
+    "app.logout": "Log out",
+    # admin tab
+    "admin.users_title": "### Users",
+    "admin.name": "User name",
+    "admin.role": "Role",
+    "admin.password": "Password (at least 8 characters)",
+    "admin.add": "Add user",
+    "admin.added": "Added {name} as {role}. They can log in now.",
+    "admin.who": "User name",
+    "admin.disable": "Disable",
+    "admin.enable": "Enable",
+    "admin.new_token": "New API token",
+    "admin.disabled": "{name} is disabled and logged out everywhere.",
+    "admin.enabled": "{name} can log in again.",
+    "admin.token": "API token for {name} (shown only now; copy it): {token}",
+    "admin.audit_title": "### Audit log: who did what, and when",
+    "admin.refresh": "Refresh",
+    # rater page
+    "rater.none": "No rating work is assigned to you yet. Your trainer will let you know when there is.",
     # datasets tab
     "datasets.upload_title": "### Add a dataset",
     "datasets.file": "Instruction data file (.json, .jsonl, .ndjson, .csv, .tsv or .parquet)",
