@@ -118,8 +118,13 @@ def _parse_options(file_type: str | None, schema: str | None, columns: str | Non
             mapping = json.loads(columns)
         except json.JSONDecodeError as exc:
             raise DatasetError([f"columns: not valid JSON ({exc.msg} at column {exc.colno})"]) from None
+        except RecursionError:
+            raise DatasetError(["columns: nested too deeply; expected a flat object"]) from None
         if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
             raise DatasetError(['columns: expected an object like {"instruction": "question", "output": "answer"}'])
+        where = first_bad_text(mapping)
+        if where is not None:
+            raise DatasetError([f"columns: {where} {UNICODE_PROBLEM}"])
     return ParseOptions(file_type=file_type or None, schema=schema or None, columns=mapping)
 
 

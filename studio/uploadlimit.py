@@ -4,8 +4,8 @@ Starlette spools a multipart body to disk before a handler sees it, so a limit c
 the handler comes after a 1 GB body is already written. This pure-ASGI middleware counts
 the body bytes of requests to the upload routes and answers 413 as soon as the count
 passes the limit; a declared Content-Length over the limit is refused before the app
-reads anything. The rest of the body is read and thrown away (up to a bound) so that the
-client, which sends its whole body before it reads, gets the answer.
+reads anything (the message then gives the real size; for a body of unknown length it
+says "more than").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 UPLOAD_PATHS = ("/api/datasets", "/api/datasets/inspect", "/gradio_api/upload")
 _FILENAME = re.compile(rb'filename="([^"\r\n]{0,255})"')
-DRAIN_FACTOR = 16  # bodies up to this many limits are read to their end to learn their size
+HEAD_BYTES = 4096  # enough of the body to find the first part's file name
 
 
 class _TooLarge(Exception):
@@ -61,11 +61,10 @@ class UploadLimit:
             if message["type"] == "http.request":
                 body = message.get("body", b"")
                 state["count"] += len(body)
-                if len(state["head"]) < 4096:
-                    state["head"] += body[:4096]
+                if len(state["head"]) < HEAD_BYTES:
+                    state["head"] += body[:HEAD_BYTES]
                 if state["count"] > self.max_bytes:
                     state["over"] = True
-                    state["more"] = message.get("more_body", False)
                     raise _TooLarge()
             return message
 
@@ -83,24 +82,21 @@ class UploadLimit:
             if not state["over"]:
                 raise
         if state["over"] and not state["started"]:
-            await self._refuse(send, receive, state["head"], state["count"], state.get("more", False), exact=False)
+            await self._refuse(send, receive, state["head"], state["count"], False, exact=False)
 
     async def _refuse(self, send: Send, receive: Receive, head: bytes, size: int, more: bool, exact: bool) -> None:
-        # Read the rest (discarded) so the client gets to read the answer, and learn the size.
-        cap = self.max_bytes * DRAIN_FACTOR
-        drained = 0
-        while more and drained < cap:
+        # Read on only as far as the first part's file name; the rest is never read (the
+        # client still gets the answer: HTTP clients read a response that comes early).
+        while more and len(head) < HEAD_BYTES and not _FILENAME.search(head):
             message = await receive()
             if message["type"] != "http.request":
                 break
-            drained += len(message.get("body", b""))
+            head += message.get("body", b"")
             more = message.get("more_body", False)
-        seen = size if exact else size + drained
         match = _FILENAME.search(head)
         name = match.group(1).decode("utf-8", "replace") if match else "the upload"
-        limit_mb = self.max_bytes / 1e6
-        size_text = describe_size(seen) if exact or not more else f"more than {describe_size(seen)}"
-        detail = f"{name} is {size_text}; the limit is {limit_mb:g} MB (STUDIO_MAX_UPLOAD_MB)"
+        size_text = describe_size(size) if exact else f"more than {describe_size(size)}"
+        detail = f"{name} is {size_text}; the limit is {self.max_bytes / 1e6:g} MB (STUDIO_MAX_UPLOAD_MB)"
         body = json.dumps({"detail": detail, "errors": [detail]}).encode()
         await send({
             "type": "http.response.start",
