@@ -57,7 +57,11 @@ def _check_mode(settings: Settings) -> None:
     from studio.db import engine_for
     from studio.services import accounts
 
-    users = accounts.has_users(engine_for(settings.db_url))
+    engine = engine_for(settings.db_url)
+    users = accounts.has_users(engine)
+    if not users and settings.admin_user and settings.admin_password_file:
+        _bootstrap_admin(engine, settings.admin_user, settings.admin_password_file)
+        users = True
     problem = accounts.startup_problem(settings.host, settings.no_auth, users)
     if problem:
         typer.echo(f"error: {problem}", err=True)
@@ -67,6 +71,20 @@ def _check_mode(settings: Settings) -> None:
             f"WARNING: --no-auth: serving {settings.host} with no login. Anyone who can reach this port can "
             "train, read and delete everything.", fg="red", bold=True, err=True,
         )
+
+
+def _bootstrap_admin(engine, name: str, password_file: Path) -> None:
+    """The first admin of a deployment (docker compose), from a secret file."""
+    from studio.services import accounts
+
+    try:
+        password = password_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        typer.echo(f"error: STUDIO_ADMIN_PASSWORD_FILE {password_file}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    user = _accounts_call(accounts.add_user, engine, name, "admin", password)
+    accounts.record(engine, "startup", "add user", f"{user.name} (admin)")
+    typer.echo(f"added the first admin, {user.name}, from {password_file}")
 
 
 @app.command()

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     login_failures_per_ip: int = Field(
         default=20, ge=1, description="Failed logins from one address within 15 minutes before it waits."
     )
+    admin_user: str | None = Field(
+        default=None, description="With admin_password_file: the admin created at start when there are no users yet."
+    )
+    admin_password_file: Path | None = Field(
+        default=None, description="A file (e.g. a Docker secret) holding that first admin's password."
+    )
     # --- limits (hardening) ---
     model_dirs: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,

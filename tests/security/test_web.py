@@ -250,3 +250,31 @@ def test_cli_manages_users(tmp_path):
     assert "root-admin" in listing and "admin" in listing and "bee" in listing and "disabled" in listing
     identity = accounts.identity_for_token(_engine(settings), token)
     assert identity is not None and identity.name == "root-admin"
+
+
+def test_the_first_admin_comes_from_a_secret_file_as_in_docker_compose(tmp_path, processes):
+    """What the compose file's studio service does: serve 0.0.0.0 with STUDIO_ADMIN_USER and
+    STUDIO_ADMIN_PASSWORD_FILE on an empty DB makes that admin instead of refusing to start."""
+    import yaml
+
+    studio_env_in_compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["studio"]["environment"]
+    assert studio_env_in_compose["STUDIO_ADMIN_PASSWORD_FILE"].startswith("/run/secrets/")
+    secret = tmp_path / "admin_password"
+    secret.write_text(PASSWORD + "\n")
+    settings = make_settings(tmp_path / "data", admin_user="admin", admin_password_file=secret)
+    port = free_port()
+    processes.start(["serve", "--host", "0.0.0.0", "--port", str(port)], studio_env(settings), "compose-studio")
+    from tests.conftest import wait_until
+
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return httpx.get(url + "/api/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, 90, what="studio serve with a bootstrap admin")
+    assert httpx.get(url + "/api/jobs").status_code == 401
+    assert _login(url, "admin").status_code == 303
+    assert [u.name for u in accounts.list_users(_engine(settings))] == ["admin"]
