@@ -270,6 +270,22 @@ def _build(kind, quantization, source, out, checks, report, tokenizer, model, pr
         for i, same in enumerate(agree) if not same
     ][:3]
     needed = GGUF_AGREEMENT[quantization]
+    if result.get("llama_cpp"):  # llama.cpp's own tokenizer and kernels, where installed
+        native = result["llama_cpp"]
+        same = [a == b for a, b in zip(native["outputs"], merged_result["outputs"])]
+        checks["llama_cpp"] = {
+            "tokenizer_matches": native["prompt_ids"] == prompt_ids,
+            "greedy_agreement": sum(same) / len(same),
+        }
+        if not checks["llama_cpp"]["tokenizer_matches"]:
+            raise ExportFailed("llama.cpp tokenizes the prompts differently from the trained tokenizer")
+        if checks["llama_cpp"]["greedy_agreement"] < needed:
+            raise ExportFailed(
+                f"GGUF {quantization} check failed in llama.cpp: it answers {same.count(False)} of {len(same)} "
+                f"prompts unlike the merged model (needed {needed:.0%} agreement)"
+            )
+    else:
+        checks["llama_cpp"] = "not installed on this worker: checked with transformers' GGUF loader only"
     if checks["greedy_agreement"] < needed:
         raise ExportFailed(
             f"GGUF {quantization} check failed: its greedy answers match the merged model's on "
@@ -470,7 +486,37 @@ def _check_main(request_file: str) -> None:
                 do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
             )
             outputs.append(tokenizer.decode(generated[0, len(ids):], skip_special_tokens=True).strip())
-    print(json.dumps({"prompt_ids": prompt_ids, "outputs": outputs, "max_logit_diff": diff}))
+    answer = {"prompt_ids": prompt_ids, "outputs": outputs, "max_logit_diff": diff}
+    if request["kind"] == "gguf":
+        answer["llama_cpp"] = _llama_cpp_answers(artifact, tokenizer, request)
+    print(json.dumps(answer))
+
+
+def _llama_cpp_answers(path: Path, tokenizer, request: dict) -> dict | None:
+    """The same prompts through llama.cpp itself (its own tokenizer and kernels), where
+    llama-cpp-python is installed; None where it is not."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    from llama_cpp import Llama
+
+    texts = [
+        tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in request["conversations"]
+    ]
+    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=min(4, os.cpu_count() or 1), verbose=False)
+    prompt_ids, outputs = [], []
+    for text in texts:
+        ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+        prompt_ids.append(ids)
+        llm.reset()
+        generated = []
+        for token in llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, repeat_penalty=1.0):
+            if token == llm.token_eos() or len(generated) >= request["max_new_tokens"]:
+                break
+            generated.append(token)
+        outputs.append(tokenizer.decode(generated, skip_special_tokens=True).strip())
+    return {"prompt_ids": prompt_ids, "outputs": outputs}
 
 
 # --- GGUF: llama.cpp's converter ------------------------------------------------------------

@@ -110,7 +110,8 @@ def jinja_chat_template(template: TemplateSection, tokenizer) -> str | None:
 
 
 def _go(text: str) -> str:
-    """Go template text: literal, except a stray '{{' which must be quoted."""
+    """Go template text: literal, except a stray '{{' which must be quoted. (No `{{-`
+    anywhere: it would trim the template's own newlines.)"""
     return text.replace("{{", '{{ "{{" }}')
 
 
@@ -122,11 +123,11 @@ def ollama_template(template: TemplateSection, eos_text: str, bos_text: str) -> 
     if template.name == "alpaca":
         p = ALPACA_PHRASINGS[0]
         text = (
-            "{{- if .System }}{{ .System }}{{ else }}" + _go(p.preamble) + "{{ end }}\n\n"
-            "{{- range $i, $m := .Messages }}"
-            '{{- if eq $m.Role "user" }}' + _go(p.instruction) + "{{ $m.Content }}\n\n" + _go(p.response)
-            + '{{- else if eq $m.Role "assistant" }}{{ $m.Content }}' + _go(eos_text) + "\n\n"
-            "{{- end }}{{- end }}"
+            "{{ if .System }}{{ .System }}{{ else }}" + _go(p.preamble) + "{{ end }}\n\n"
+            "{{ range $i, $m := .Messages }}"
+            '{{ if eq $m.Role "user" }}' + _go(p.instruction) + "{{ $m.Content }}\n\n" + _go(p.response)
+            + '{{ else if eq $m.Role "assistant" }}{{ $m.Content }}' + _go(eos_text) + "\n\n"
+            "{{ end }}{{ end }}"
         )
         return text, stops + [p.instruction.strip()]
     if template.name not in CHAT_FORMATS:
@@ -136,25 +137,27 @@ def ollama_template(template: TemplateSection, eos_text: str, bos_text: str) -> 
     separator = fmt.separator.replace("{bos}", bos_text)
     if fmt.system:
         system_open, system_close = fmt.system.split("{system}")
-        system = "{{- if .System }}" + _go(system_open) + "{{ .System }}" + _go(system_close) + "{{ end }}"
+        system = "{{ if .System }}" + _go(system_open) + "{{ .System }}" + _go(system_close) + "{{ end }}"
         first = ""
     else:
         first_open, rest = fmt.first_user_with_system.split("{system}")
         middle, first_close = rest.split("{content}")
         system = ""
+        # Ollama lists a system message among .Messages: the first *user* turn carries it
         first = (
-            '{{- if and (eq $i 0) $.System }}' + _go(first_open) + "{{ $.System }}" + _go(middle)
-            + "{{ $m.Content }}" + _go(first_close) + "{{- else }}"
+            '{{ if and $first $.System }}' + _go(first_open) + "{{ $.System }}" + _go(middle)
+            + "{{ $m.Content }}" + _go(first_close) + "{{ else }}"
         )
     text = (
         system
-        + "{{- range $i, $m := .Messages }}"
-        + '{{- if eq $m.Role "user" }}'
+        + ("{{ $first := true }}" if first else "")
+        + "{{ range $i, $m := .Messages }}"
+        + '{{ if eq $m.Role "user" }}'
         + first
         + _go(user_open) + "{{ $m.Content }}" + _go(user_close)
-        + ("{{- end }}" if first else "")
-        + '{{- else if eq $m.Role "assistant" }}{{ $m.Content }}' + _go(fmt.reply_end + eos_text + separator)
-        + "{{- end }}{{- end }}"
+        + ("{{ end }}{{ $first = false }}" if first else "")
+        + '{{ else if eq $m.Role "assistant" }}{{ $m.Content }}' + _go(fmt.reply_end + eos_text + separator)
+        + "{{ end }}{{ end }}"
     )
     end = fmt.reply_end.strip()
     stops += [end] if end else ["[INST]"]
