@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 from studio.models import CheckpointPublic, JobPublic, JobStatus, MetricPublic, SamplePublic
 from studio.services import jobs
 from studio.services.context import NotFound, StudioContext
+from studio.ui import export_panel
 from studio.ui.forms import bind
 from studio.ui.text import STATUS_COLOURS, notice, t
 
@@ -286,6 +287,7 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State) -> JobsTab:
     logs = gr.Textbox(label=t("jobs.logs"), lines=8, max_lines=16, interactive=False, elem_id="job-logs")
     with gr.Accordion(t("jobs.config"), open=False):
         config = gr.JSON(show_label=False, elem_id="job-config")
+    export_panel.build(ctx, selected, status)
 
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
     list_out = [table, selected, list_key]

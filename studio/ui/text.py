@@ -303,6 +303,40 @@ TEXT: dict[str, str] = {
     "field.training.max_grad_norm": "Max gradient norm",
     "field.training.sample_every": "Sample and evaluate every (steps)",
     "field.training.max_new_tokens": "Max new tokens (samples)",
+    # export panel (jobs tab)
+    "export.title": "Export",
+    "export.help": (
+        "Take the model elsewhere. **Merged**: one standard transformers model folder (zip) for transformers "
+        "or vLLM. **Adapter**: the small LoRA folder (zip) to load on the base with peft. **GGUF**: one file "
+        "for llama.cpp, Ollama or LM Studio, with an Ollama Modelfile. Each export is loaded back and checked "
+        "against the studio's own answers before it is offered; the training template travels with it."
+    ),
+    "export.source": "From",
+    "export.final": "Final result",
+    "export.checkpoint": "Checkpoint at step {step}",
+    "export.kind": "Export as",
+    "export.kind.merged": "Merged model",
+    "export.kind.adapter": "Adapter",
+    "export.kind.gguf": "GGUF",
+    "export.quantization": "GGUF precision",
+    "export.quantization_info": "F16: exact, twice the size. Q8_0: about half the size, nearly the same answers.",
+    "export.start": "Export",
+    "export.pick_source": "Pick what to export: the final result (once the job has succeeded) or a checkpoint.",
+    "export.queued": "Export #{id} queued: a worker builds and checks it.",
+    "export.none": "No exports of this job yet.",
+    "export.download": "Download {name}",
+    "export.modelfile": "Modelfile (ollama create NAME -f Modelfile)",
+    "export.check.model": (
+        "Checked in a fresh process: logits within {diff:.1e} of base + adapter (allowed {tolerance:g}), "
+        "same greedy answers on {share:.0%} of {n} prompts, template gives the training tokens"
+    ),
+    "export.check.gguf": "Loaded back: same greedy answers as the merged model on {share:.0%} of {n} prompts",
+    "export.check.llama_cpp": "in llama.cpp: {share:.0%}",
+    "export.check.metadata": "chat template in the metadata, pre-tokenizer {pre}",
+    "export.delete_pick": "Export to delete",
+    "export.delete": "Delete export",
+    "export.pick_delete": "Pick a finished export to delete.",
+    "export.deleted": "Export #{id} deleted.",
 }
 
 STATUS_COLOURS = {
