@@ -45,8 +45,9 @@ def add_user(ctx: StudioContext, name: str, role: str, password: str):
     try:
         user = accounts.add_user(ctx.engine, name or "", role or "", password or "")
     except AccountError as exc:
-        return notice("error", str(exc)), gr.update(), gr.update()
-    return notice("ok", t("admin.added", name=user.name, role=user.role)), show_users(ctx), ""
+        return notice("error", str(exc)), gr.update(), gr.update(), gr.update()
+    # Empty the form so a second press cannot add the same person again.
+    return notice("ok", t("admin.added", name=user.name, role=user.role)), show_users(ctx), "", ""
 
 
 def change_user(ctx: StudioContext, action: str, name: str):
@@ -85,7 +86,10 @@ def build(ctx: StudioContext, tab: gr.Tab) -> AdminTab:
     tab.select(bind(show_users, ctx), None, users, show_progress="hidden")
     tab.select(bind(show_audit, ctx), None, audit, show_progress="hidden")
     refresh.click(bind(show_audit, ctx), None, audit, show_progress="hidden")
-    add.click(bind(add_user, ctx), [name, role, password], [add_message, users, password])
+    # The gate writes the audit line after the event; then the log is re-read.
+    add.click(bind(add_user, ctx), [name, role, password], [add_message, users, name, password]).then(
+        bind(show_audit, ctx), None, audit, show_progress="hidden")
     for button, action in ((disable, "disable"), (enable, "enable"), (token, "token")):
-        button.click(bind(change_user, ctx, action), [who], [change_message, users])
+        button.click(bind(change_user, ctx, action), [who], [change_message, users]).then(
+            bind(show_audit, ctx), None, audit, show_progress="hidden")
     return AdminTab(users=users)
