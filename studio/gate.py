@@ -189,7 +189,10 @@ class Gate:
         await self.app(scope, receive, guarded_send)
         if action and 200 <= state["status"] < 300:
             try:
-                accounts.record(self.ctx.engine, identity.name, action, path if not path.startswith("/gradio_api") else "", ip=ip)
+                # A UI event is recorded when it is queued: its handler has not run yet.
+                ui_event = ui_path.startswith("/gradio_api")
+                accounts.record(self.ctx.engine, identity.name, action, "" if ui_event else path,
+                                outcome="requested" if ui_event else "ok", ip=ip)
             except Exception:
                 log.exception("audit record failed")
 
