@@ -120,6 +120,8 @@ class JobRun:
     model_access: Any = None  # studio.core.basemodels.ModelAccess; None: this process's settings
     prepare_deadline: float = math.inf  # time.monotonic() by which data and model must be ready
     prepare_timeout: float = math.inf  # the setting behind the deadline, for the message
+    preparing: bool = False  # the recipe is preparing data or loading the model
+    prepare_expired: bool = False  # the heartbeat stopped the preparation at its deadline
     _log_counter: Any = field(default_factory=lambda: itertools.count(1))
 
     def emit(self, kind: EventKind, step: int = 0, **data: Any) -> None:
@@ -139,7 +141,8 @@ class JobRun:
 
 class Heartbeat:
     """Renews the lease every third of it and polls the cancel flag every second; either
-    ending sets `run.stop` so training halts at the next step."""
+    ending sets `run.stop` so training halts at the next step. A preparation past its
+    deadline is stopped the same way (a slow template stops mid-row)."""
 
     def __init__(self, run: JobRun, poll_seconds: float = 1.0):
         self._run = run
@@ -161,6 +164,9 @@ class Heartbeat:
         while not self._done.wait(self._poll):
             try:
                 if lifecycle.cancel_requested(run.engine, run.job_id):
+                    run.stop.set()
+                if run.preparing and time.monotonic() > run.prepare_deadline:
+                    run.prepare_expired = True
                     run.stop.set()
                 if time.monotonic() >= next_renew:
                     next_renew = time.monotonic() + run.lease_seconds / 3

@@ -50,6 +50,7 @@ from studio.core.templates import (
     finish_reply,
     mix_general_text,
     reference_text,
+    stop_renders_when,
     render_prompt,
 )
 from worker import checkpoints
@@ -64,6 +65,7 @@ EVAL_ROWS = 256  # cap on held-out rows scored for eval loss: evaluation stays c
 def run(job: JobRun) -> str:
     """Train the job to the end; returns 'succeeded', or 'cancelled' when stopped."""
     cfg = job.config
+    job.preparing = True
     try:
         check_model(job)
         set_seed(cfg.training.seed)
@@ -72,6 +74,7 @@ def run(job: JobRun) -> str:
         check_preparing(job)
         model = load_model(cfg.model, cfg.adapter, job.log)
         check_preparing(job)
+        job.preparing = False
     except Stopped:
         job.log("stopped before training: " + ("the lease was lost" if job.lease_lost else "cancelled by the user"))
         return "cancelled"
@@ -112,13 +115,13 @@ def check_model(job: JobRun) -> None:
 
 def check_preparing(job: JobRun) -> None:
     """Between preparation steps: honour a cancel, and give up past the preparation limit."""
-    if job.stop.is_set():
-        raise Stopped()
-    if time.monotonic() > job.prepare_deadline:
+    if job.prepare_expired or time.monotonic() > job.prepare_deadline:
         raise SetupError(
             f"Preparing the data and the model took longer than {job.prepare_timeout:g} s "
             "(STUDIO_PREPARE_TIMEOUT_SECONDS); use fewer rows, a simpler template, or raise the limit"
         )
+    if job.stop.is_set():
+        raise Stopped()
 
 
 def _load_failed(what: str, model_cfg: ModelSection, exc: Exception) -> SetupError:
@@ -186,7 +189,7 @@ def prepare_data(job: JobRun, tokenizer) -> PreparedData:
     return PreparedData(train, held_out, probes, dropped)
 
 
-PREP_CHUNK = 512  # rows encoded between checks of the cancel flag and the time limit
+PREP_CHUNK = 128  # rows encoded between checks of the cancel flag and the time limit
 
 
 def _encode_all(tokenizer, rows: list[dict], job: JobRun) -> tuple[list[dict], int]:
@@ -196,8 +199,10 @@ def _encode_all(tokenizer, rows: list[dict], job: JobRun) -> tuple[list[dict], i
         check_preparing(job)
         chunk = rows[start : start + PREP_CHUNK]
         try:
-            examples = encode_rows(tokenizer, chunk, cfg.training.max_length, cfg.template)
+            with stop_renders_when(job.stop):  # a cancel stops a slow custom template mid-row
+                examples = encode_rows(tokenizer, chunk, cfg.training.max_length, cfg.template)
         except TemplateError as exc:
+            check_preparing(job)  # a cancel, not the template's fault
             raise SetupError(f"template: {exc}") from None
         for example in examples:
             if example is None:

@@ -24,13 +24,16 @@ trained, and neither is padding (the collators pad labels with IGNORE_INDEX).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
+import re
 import time
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from studio.core.config import TemplateSection
 
@@ -323,9 +326,24 @@ def render_limits() -> RenderLimits:
 # the web app's threads each keep their own.
 _RENDER: ContextVar[tuple[float, RenderLimits] | None] = ContextVar("template_render", default=None)
 _CHECK_EVERY = 256  # loop iterations between clock reads
+_STOP: ContextVar[Any] = ContextVar("template_stop", default=None)
+
+
+@contextmanager
+def stop_renders_when(event: Any) -> Iterator[None]:
+    """Custom-template renders in this block stop once `event` (a threading.Event) is set,
+    mid-row: a cancelled job's data preparation does not wait for a slow template."""
+    token = _STOP.set(event)
+    try:
+        yield
+    finally:
+        _STOP.reset(token)
 
 
 def _check_clock() -> None:
+    stop = _STOP.get()
+    if stop is not None and stop.is_set():
+        raise TemplateLimit("rendering stopped: the job was cancelled")
     current = _RENDER.get()
     if current is not None and time.monotonic() > current[0]:
         raise TemplateLimit(
@@ -346,6 +364,43 @@ def _too_long(size: int) -> TemplateLimit:
     )
 
 
+def _check_sizes(args: Any, kwargs: Mapping[str, Any]) -> None:
+    """A number argument can ask for a giant string ("x".ljust(10**10), center(10**10)):
+    refuse one bigger than the output limit before Python allocates it."""
+    limit = _max_chars()
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+            raise _too_long(value)
+
+
+_PERCENT_WIDTH = re.compile(r"%[-+ #0]*(\d*)(?:\.(\d+))?")
+_BRACE_SPEC = re.compile(r"\{[^{}]*:([^{}]*)\}")
+
+
+def _check_format(spec: str) -> None:
+    """A format string's widths ("{:>9999999999}", "%9999999999s") are giant strings too."""
+    limit = _max_chars()
+    spec = spec[:100_000]
+    numbers = [n for pair in _PERCENT_WIDTH.findall(spec) for n in pair if n]
+    numbers += [n for inner in _BRACE_SPEC.findall(spec) for n in re.findall(r"\d+", inner)]
+    for number in numbers:
+        if len(number) > 12 or int(number) > limit:
+            raise _too_long(int(number[:13]))
+
+
+def _sized_filter(function):
+    """A built-in filter that builds text to a width, checked first."""
+
+    @functools.wraps(function)
+    def checked(value, *args, **kwargs):
+        _check_sizes(args, kwargs)
+        if isinstance(value, str) and function.__name__ == "do_format":
+            _check_format(value)
+        return function(value, *args, **kwargs)
+
+    return checked
+
+
 def _bounded_iter(iterable):
     """What every template for-loop iterates: the same items, with the clock read as it goes."""
     for count, item in enumerate(iterable):
@@ -363,9 +418,13 @@ def _sandbox_class():
         on every loop, call and attribute, and bounds on what * and ** can build. Loops that
         neither call nor print are caught because every for-loop's iterable is wrapped."""
 
-        intercepted_binops = frozenset(["*", "**"])
+        intercepted_binops = frozenset(["*", "**", "%"])
 
         def call_binop(self, context, operator, left, right):
+            if operator == "%":
+                if isinstance(left, str):
+                    _check_format(left)
+                return left % right
             if operator == "**":
                 if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(left) > 1 and right > 64:
                     raise TemplateLimit(f"the custom template computes {left!r} ** {right!r}, too big a number")
@@ -378,10 +437,13 @@ def _sandbox_class():
 
         def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's signature)
             _check_clock()
+            _check_sizes(args, kwargs)
             return super().call(__context, __obj, *args, **kwargs)
 
         def getattr(self, obj, attribute):
             _check_clock()
+            if isinstance(obj, str) and attribute in ("format", "format_map"):
+                _check_format(obj)  # jinja hands back a wrapper, so `call` cannot see whose format it is
             return super().getattr(obj, attribute)
 
         def _parse(self, source, name, filename):
@@ -397,6 +459,10 @@ def _sandbox_class():
 def _compile_custom(source: str):
     env = _sandbox_class()(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["_studio_bounded"] = _bounded_iter
+    for name in ("lipsum", "cycler", "joiner"):  # no chat template needs them: less to attack
+        env.globals.pop(name, None)
+    for name in ("center", "format", "indent"):
+        env.filters[name] = _sized_filter(env.filters[name])
     return env.from_string(source)
 
 
