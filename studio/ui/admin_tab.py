@@ -4,6 +4,7 @@ is shown only to admins."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import gradio as gr
@@ -17,6 +18,7 @@ from studio.ui.text import notice, t
 
 USER_COLUMNS = ["name", "role", "status", "last login", "created"]
 AUDIT_COLUMNS = ["when", "who", "what", "target", "outcome", "address"]
+SETTING_COLUMNS = ["setting", "value", "meaning"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,23 @@ def show_users(ctx: StudioContext) -> pd.DataFrame:
         for u in accounts.list_users(ctx.engine)
     ]
     return pd.DataFrame(rows, columns=USER_COLUMNS)
+
+
+def show_settings(ctx: StudioContext) -> pd.DataFrame:
+    """The settings in force (from the environment, STUDIO_*), passwords in URLs hidden.
+    They change by restarting with other values: a running studio never rewrites them."""
+    rows = []
+    for name, field in type(ctx.settings).model_fields.items():
+        value = getattr(ctx.settings, name)
+        if name == "admin_password_file" or value is None:
+            value = "" if value is None else value
+        text = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        rows.append([f"STUDIO_{name.upper()}", _hide_password(text), field.description or ""])
+    return pd.DataFrame(rows, columns=SETTING_COLUMNS)
+
+
+def _hide_password(text: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", text)
 
 
 def show_audit(ctx: StudioContext) -> pd.DataFrame:
@@ -82,9 +101,13 @@ def build(ctx: StudioContext, tab: gr.Tab) -> AdminTab:
     gr.Markdown(t("admin.audit_title"))
     audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, elem_id="admin-audit")
     refresh = gr.Button(t("admin.refresh"), size="sm")
+    with gr.Accordion(t("admin.settings_title"), open=False):
+        gr.Markdown(t("admin.settings_help"))
+        settings = gr.Dataframe(headers=SETTING_COLUMNS, interactive=False, wrap=True, elem_id="admin-settings")
 
     tab.select(bind(show_users, ctx), None, users, show_progress="hidden")
     tab.select(bind(show_audit, ctx), None, audit, show_progress="hidden")
+    tab.select(bind(show_settings, ctx), None, settings, show_progress="hidden")
     refresh.click(bind(show_audit, ctx), None, audit, show_progress="hidden")
     # The gate writes the audit line after the event; then the log is re-read.
     add.click(bind(add_user, ctx), [name, role, password], [add_message, users, name, password]).then(

@@ -49,6 +49,11 @@ TEXT: dict[str, str] = {
     "admin.token": "API token for {name} (shown only now; copy it): {token}",
     "admin.audit_title": "### Audit log: who did what, and when",
     "admin.refresh": "Refresh",
+    "admin.settings_title": "Settings in force",
+    "admin.settings_help": (
+        "The studio reads these from its environment (or the command line) when it starts; "
+        "to change one, restart it with the new value, for example `STUDIO_MAX_UPLOAD_MB=500 studio up`."
+    ),
     # rater page
     "rater.none": "No rating work is assigned to you yet. Your trainer will let you know when there is.",
     # datasets tab

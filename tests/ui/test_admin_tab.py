@@ -1,0 +1,37 @@
+"""The Admin tab's handlers on a real DB: users, tokens, the audit log, the settings view."""
+
+from __future__ import annotations
+
+from studio.services import accounts
+from studio.settings import Settings
+from studio.ui import admin_tab
+
+PASSWORD = "correct horse battery"
+
+
+def test_add_disable_and_token(ctx):
+    message, users, name, password = admin_tab.add_user(ctx, "tess", "trainer", PASSWORD)
+    assert "Added tess as trainer" in message and name == "" and password == ""
+    assert users.values.tolist()[0][:3] == ["tess", "trainer", "active"]
+    message, *_ = admin_tab.add_user(ctx, "tess", "trainer", PASSWORD)
+    assert "already exists" in message
+    message, *_ = admin_tab.add_user(ctx, "x", "rater", "short")
+    assert "at least 8" in message
+    message, users = admin_tab.change_user(ctx, "disable", "tess")
+    assert "disabled" in message and users.values.tolist()[0][2] == "disabled"
+    message, _users = admin_tab.change_user(ctx, "token", "tess")
+    token = message.split(": ")[-1].split("<")[0]
+    assert accounts.identity_for_token(ctx.engine, token) is None  # disabled
+    admin_tab.change_user(ctx, "enable", "tess")
+    assert accounts.identity_for_token(ctx.engine, token).name == "tess"
+    message, _ = admin_tab.change_user(ctx, "disable", "nobody")
+    assert "no user named" in message
+
+
+def test_settings_view_hides_passwords(tmp_path):
+    class Context:
+        settings = Settings(data_dir=tmp_path, database_url="postgresql+psycopg://studio:s3cret@db/studio",
+                            broker_url="redis://:hunter2@redis:6379/0")
+
+    table = admin_tab.show_settings(Context).to_string()
+    assert "s3cret" not in table and "hunter2" not in table and "STUDIO_DATABASE_URL" in table
