@@ -117,7 +117,7 @@ def _check_folder(value: str, access: ModelAccess) -> str | None:
         folder = _resolve(value)
     except (OSError, RuntimeError, ValueError):  # a symlink loop, an unknown ~user
         return outside_roots_message(value)
-    if not access.allows_folder(folder):
+    if not access.allows_folder(folder) or _links_out(folder, access):
         return outside_roots_message(value)
     # Inside the roots the studio may tell what is there.
     try:
@@ -130,6 +130,22 @@ def _check_folder(value: str, access: ModelAccess) -> str | None:
     except OSError as exc:
         return f"model.base_model: folder '{value}' cannot be read ({exc.strerror})"
     return None
+
+
+def _links_out(folder: Path, access: ModelAccess) -> bool:
+    """Whether a file from_pretrained would read (the folder's own entries) is a symlink to
+    somewhere outside the roots. (The HF cache links snapshots to blobs inside the cache.)"""
+    try:
+        entries = list(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return False  # unreadable: said below, inside the roots only
+    for entry in entries[:10_000]:
+        try:
+            if entry.is_symlink() and not access.allows_folder(entry.resolve()):
+                return True
+        except (OSError, RuntimeError):
+            return True
+    return False
 
 
 def _trust_key(value: str) -> str:

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import random
+import re
 import threading
 from collections import OrderedDict
 from collections import Counter
@@ -84,6 +85,12 @@ def _public(dataset: Dataset, version: DatasetVersion) -> DatasetPublic:
 # --- upload ---------------------------------------------------------------------------
 
 
+def upload_name(filename: str | None) -> str:
+    """The file name a browser sent, without any folder part (POSIX or Windows) or NUL."""
+    name = re.split(r"[\\/]", (filename or "").replace("\x00", ""))[-1].strip()
+    return name or "upload"
+
+
 def create_dataset(
     ctx: StudioContext,
     filename: str,
@@ -94,7 +101,7 @@ def create_dataset(
 ) -> tuple[DatasetPublic, list[str]]:
     """Parse, validate and store an upload. Returns the dataset and the problems of rows
     that were skipped (only when accept_partial). Raises DatasetError, storing nothing."""
-    filename = Path(filename or "upload").name
+    filename = upload_name(filename)
     name = (name or "").strip() or Path(filename).stem
     if len(name) > 200:
         raise DatasetError([f"name: at most 200 characters (got {len(name)})"])
@@ -155,7 +162,7 @@ def inspect_file(
     limit = int(ctx.settings.max_upload_mb * 1e6)
     limits = ParseLimits.from_settings(ctx.settings)
     try:
-        parsed = parse_file(Path(filename).name, data, limit, options, limits)
+        parsed = parse_file(upload_name(filename), data, limit, options, limits)
     except DatasetError as exc:
         fmt = detect_format(filename, options.file_type)
         header = _table_header(data, fmt) if fmt in ("csv", "tsv") and len(data) <= limit else []
