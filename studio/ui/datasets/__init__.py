@@ -1,0 +1,116 @@
+"""Datasets tab: add a dataset (upload with overrides and a column mapping, or the demo
+rows), then work on one: browse and search its rows, edit / add / delete rows, go back to
+an older version, export, split, read its quality report and see one row as the model
+sees it. One module per panel; this one lays them out and wires them.
+
+Handlers take the StudioContext first (bound in `build`), then the controls' values, make
+one service call (studio.services.datasets) and return updates. Every change makes a new
+version; a change handler only reports the new version in the `changed` state, and the
+refreshes hang off that state's change event (the history announces "version N saved:
+<note>", the table, the filters, the edit form and the datasets list reload).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from studio.core.quality import FIXES
+from studio.services.context import StudioContext
+from studio.ui.datasets import edit, listing, quality, rows, split, upload, versions
+from studio.ui.datasets.listing import dataset_choices
+from studio.ui.forms import bind
+from studio.ui.text import t
+
+__all__ = ["DatasetsTab", "build", "dataset_choices"]
+
+
+@dataclass(frozen=True)
+class DatasetsTab:
+    """Handles other tabs use. `added` holds the id of the dataset added last in this
+    session and changes whenever one is added; `changed` holds {"dataset_id",
+    "version_id"} of the version saved last (an edit, a fix, a split, going back)."""
+
+    added: gr.State
+    changed: gr.State
+
+
+def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
+    """Render the tab inside the current gr.Tab and wire it."""
+    added, changed, view, editing = gr.State(None), gr.State(None), gr.State(None), gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1):
+            up = upload.upload_panel()
+        with gr.Column(scale=2):
+            gr.Markdown(t("datasets.list_title"))
+            table = gr.Dataframe(interactive=False, max_height=260, elem_id="datasets-table")
+            selected = gr.Dropdown(label=t("datasets.preview_select"), elem_id="preview-select")
+    change_message = gr.HTML(elem_id="dataset-change-message")
+    with gr.Tabs():
+        with gr.Tab(t("datasets.tab.rows"), id="dataset-rows", elem_id="dataset-tab-rows"):
+            browse = rows.rows_panel()
+            form = edit.edit_panel()
+        with gr.Tab(t("datasets.tab.versions"), id="dataset-versions", elem_id="dataset-tab-versions"):
+            history = versions.versions_panel()
+        with gr.Tab(t("datasets.tab.quality"), id="dataset-quality", elem_id="dataset-tab-quality"):
+            report = quality.quality_panel()
+        with gr.Tab(t("datasets.tab.split"), id="dataset-split", elem_id="dataset-tab-split"):
+            splitting = split.split_panel()
+
+    # Add a dataset.
+    inspect_out = [up.inspection, up.mapping_row, *up.mapping, up.columns, up.sample, up.message]
+    gr.on([up.file.change, up.file_type.input, up.schema.input], bind(upload.inspect_upload, ctx),
+          [up.file, up.file_type, up.schema], inspect_out)
+    gr.on([d.input for d in up.mapping], bind(upload.check_mapping, ctx),
+          [up.file, up.file_type, up.schema, *up.mapping], [up.sample, up.message])
+    up.add.click(bind(upload.add_file, ctx), [up.file, up.name, up.partial, up.file_type, up.schema, *up.mapping],
+                 [up.message, added])
+    up.demo.click(bind(upload.add_demo, ctx), None, [up.message, added])
+
+    # Pick a dataset: its filters, first page and history.
+    gr.on([page.load, added.change], bind(listing.show_datasets, ctx), [added], [table, selected], show_progress="hidden")
+    table.select(listing.pick_dataset_row, None, selected)
+    page_in, page_out = [selected, browse.search, browse.category], [browse.table, view, browse.label]
+    selected.change(bind(rows.reset_filters, ctx), [selected], [browse.category, browse.search]).then(
+        bind(rows.first_page, ctx), page_in, page_out)
+    selected.change(bind(versions.show_history, ctx), [selected], [history.table, history.choice])
+    gr.on([browse.search.submit, browse.category.input], bind(rows.first_page, ctx), page_in, page_out)
+    browse.prev.click(bind(rows.previous_page, ctx), [*page_in, view], page_out)
+    browse.next.click(bind(rows.next_page, ctx), [*page_in, view], page_out)
+    view.change(split.column_choices, [view], [splitting.by_column, splitting.stratify], show_progress="hidden")
+    view.change(edit.add_row_form, [view], form.add_fields, show_progress="hidden")
+
+    # Edit, add, delete; every change reports the new version in `changed`.
+    form_out = [change_message, editing, form.field, form.value, form.row]
+    browse.table.click(rows.pick_table_row, None, [form.index, report.preview_index]).then(
+        bind(edit.load_row, ctx), [selected, form.index, form.field], form_out)
+    gr.on([form.load.click, form.index.submit], bind(edit.load_row, ctx), [selected, form.index, form.field], form_out)
+    form.field.input(edit.show_field, [editing, form.field], form.value)
+    changes = [change_message, changed]
+    form.save.click(bind(edit.save_cell, ctx), [editing, form.field, form.value], changes)
+    form.add.click(bind(edit.add_new_row, ctx), [view, *form.add_fields], changes)
+    form.delete.click(bind(edit.delete_selected, ctx), [view, form.delete_text], [*changes, form.delete_text])
+    browse.table.select(edit.mark_table_row, form.delete_text, [form.delete_text, form.delete_panel], show_progress="hidden")
+    history.revert.click(bind(versions.revert, ctx), [selected, history.choice], changes)
+    splitting.run.click(bind(split.split, ctx), [view, splitting.fraction, splitting.seed, splitting.by_column,
+                                                 splitting.stratify], changes)
+    history.export.click(bind(versions.export, ctx), [view, history.fmt], [change_message, history.file])
+
+    # Quality report, its fixes (each re-runs the report on the new version), token preview.
+    report_in = [selected, report.base_model, report.template, report.max_length]
+    report_out = [report.message, report.summary, report.lengths, report.categories, report.report, *report.fixes]
+    report.run.click(bind(quality.run_report, ctx), report_in, report_out)
+    for fix, button in zip(FIXES, report.fixes):
+        button.click(bind(quality.apply_quality_fix, ctx, fix), [report.report], changes).then(
+            bind(quality.run_report, ctx), report_in, report_out)
+    report.preview.click(bind(quality.preview, ctx), [selected, report.preview_index, report.base_model,
+                                                      report.template, report.max_length], report.preview_html)
+
+    # After any change: announce it, reload what shows the dataset.
+    changed.change(bind(versions.announce_version, ctx), [changed], [change_message, history.table, history.choice])
+    changed.change(bind(rows.same_page, ctx), [*page_in, view], page_out)
+    changed.change(bind(rows.refresh_categories, ctx), [selected, browse.category], browse.category)
+    changed.change(bind(edit.reload_row, ctx), [changed, editing, form.field], form_out)
+    changed.change(bind(listing.refresh_datasets, ctx), None, [table, selected], show_progress="hidden")
+    return DatasetsTab(added=added, changed=changed)
