@@ -1,4 +1,4 @@
-"""The `studio` command: up (everything on one machine), serve, worker, migrate."""
+"""The `studio` command: up (everything on one machine), serve, worker, infer, migrate."""
 
 from __future__ import annotations
 
@@ -114,8 +114,35 @@ def worker(data_dir: DataOpt = None, name: Annotated[str, typer.Option(help="Wor
 
 
 @app.command()
+def infer(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: STUDIO_INFER_URL's).")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to listen on (default: STUDIO_INFER_URL's).")] = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Run the model host: base models kept in memory, checkpoints as adapters, for chat and /v1."""
+    from urllib.parse import urlsplit
+
+    import uvicorn
+
+    from studio.core.basemodels import ModelAccess
+    from worker.infer.engine import Engine
+    from worker.infer.host import create_host
+
+    settings = _settings(data_dir)
+    url = urlsplit(settings.infer_url)
+    host, port = host or url.hostname or "127.0.0.1", port or url.port or 7862
+    engine = Engine(settings.artifacts_root, ModelAccess.from_settings(settings), settings.infer_memory_gb,
+                    settings.infer_load_in, cache_entries=settings.infer_cache_entries).start()
+    typer.echo(f"model host on http://{host}:{port}  ({engine.device}, budget {engine.budget / 1024**3:.1f} GB)")
+    try:
+        uvicorn.run(create_host(engine, settings.infer_token), host=host, port=port, log_level="warning")
+    finally:
+        engine.stop()
+
+
+@app.command()
 def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, no_auth: NoAuthOpt = False) -> None:
-    """Migrate, then start the web app and one local worker; Ctrl-C stops both."""
+    """Migrate, then start the web app, one local worker and the model host; Ctrl-C stops them."""
     settings = _settings(data_dir, host=host, port=port, no_auth=no_auth or None)
     from studio.migrate import upgrade
 
@@ -128,10 +155,13 @@ def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, no_
         env["STUDIO_HOST"] = host
     if port:
         env["STUDIO_PORT"] = str(port)
+    if "STUDIO_INFER_URL" not in os.environ:  # beside the web app's port, so two studios do not collide
+        env["STUDIO_INFER_URL"] = f"http://127.0.0.1:{settings.port + 2}"
     # Each child gets its own process group so stopping the worker also stops its pool.
     procs = [
         subprocess.Popen([sys.executable, "-m", "studio", "worker"], env=env, start_new_session=True),
         subprocess.Popen([sys.executable, "-m", "studio", "serve"], env=env, start_new_session=True),
+        subprocess.Popen([sys.executable, "-m", "studio", "infer"], env=env, start_new_session=True),
     ]
     stopping = False
 
@@ -145,7 +175,7 @@ def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, no_
         while not stopping and all(p.poll() is None for p in procs):
             time.sleep(0.3)
     finally:
-        typer.echo("stopping the studio and its worker")
+        typer.echo("stopping the studio, its worker and the model host")
         _stop_groups(procs, grace_seconds=10)
     crashed = [p.args[-1] for p in procs if p.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL)]
     if crashed and not stopping:

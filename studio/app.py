@@ -15,7 +15,7 @@ from studio.api_accounts import admin_router, me_router
 from studio.api_accounts import pages as account_pages
 from studio.gate import RATER_PAGE, Gate
 from studio.services.accounts import LoginLimiter
-from studio import api_exports
+from studio import api_exports, api_v1
 from studio.eventbus import StreamIngester
 from studio.services.context import StudioContext
 from studio.services import exports as export_service
@@ -67,6 +67,7 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
     app.include_router(account_pages)
     app.include_router(me_router)
     app.include_router(admin_router)
+    api_v1.install(app)  # /v1 (OpenAI-compatible) and /api/chat
     install_error_handlers(app)
     api_exports.install_error_handlers(app)
     app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 1e6))

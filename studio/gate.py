@@ -149,7 +149,8 @@ class Gate:
         identity, by_token = self.identify(headers)
         if identity is None and path not in PUBLIC_PATHS:
             if headers.get("authorization") or path.startswith(("/api", "/v1", "/gradio_api")) or method != "GET":
-                return await _answer(send, 401, "Log in first: a session from /login, or Authorization: Bearer TOKEN.")
+                return await _answer(send, 401, "Log in first: a session from /login, or Authorization: Bearer TOKEN.",
+                                     openai=path.startswith("/v1"))
             return await _redirect(send, "/login?next=" + quote(path + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else ""), safe="/"))
         scope.setdefault("state", {})["identity"] = identity
         ip = (scope.get("client") or ("", 0))[0] or ""
@@ -266,8 +267,11 @@ def _cors_headers(message: dict, allow_origin: Optional[str]) -> dict:
     return {**message, "headers": headers}
 
 
-async def _answer(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail, "errors": [detail]}).encode()
+async def _answer(send, status: int, detail: str, openai: bool = False) -> None:
+    # OpenAI clients (/v1) read errors as {"error": {...}}
+    error = {"message": detail, "type": "authentication_error" if status == 401 else "invalid_request_error",
+             "param": None, "code": "invalid_api_key" if status == 401 else None}
+    body = json.dumps({"error": error} if openai else {"detail": detail, "errors": [detail]}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})

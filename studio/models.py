@@ -211,6 +211,7 @@ class CheckpointPublic(SQLModel):
     eval_loss: Optional[float]
     final: bool
     created_at: datetime
+    on_disk: bool = True  # False once "keep last" (or a person) deleted its folder
 
 
 class JobLog(SQLModel, table=True):
@@ -382,3 +383,44 @@ class ExportPublic(SQLModel):
     created_at: datetime
     started_at: Optional[datetime]
     finished_at: Optional[datetime]
+
+
+# --- chat -----------------------------------------------------------------------------
+
+
+class ChatRequest(SQLModel, table=True):
+    """One answered chat or /v1 request: the request log behind the Chat tab's figures."""
+
+    __tablename__ = "chat_request"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    user_name: str = Field(default="", max_length=64)
+    endpoint: str = Field(max_length=32, description="chat, completions or studio (the Chat tab, /api/chat)")
+    model: str = Field(max_length=200, index=True)
+    status: str = Field(default="ok", max_length=16, description="ok, or error")
+    latency_ms: float = 0.0
+    ttft_ms: Optional[float] = Field(default=None, description="time to the first token")
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_hit: bool = False
+    filtered: bool = Field(default=False, description="blocked by the safety filter, on the way in or out")
+
+
+class SafetyRule(SQLModel, table=True):
+    """A blocklist entry, checked on requests and replies: a word (whole word, any case)
+    or a regular expression."""
+
+    __tablename__ = "safety_rule"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=8, description="word or regex")
+    pattern: str = Field(max_length=500)
+    created_by: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class SafetyRulePublic(SQLModel):
+    id: int
+    kind: str
+    pattern: str
+    created_by: str
+    created_at: datetime

@@ -98,6 +98,25 @@ class Settings(BaseSettings):
     prepare_timeout_seconds: float = Field(
         default=1800.0, gt=0, description="Time a job may spend preparing data and loading the model."
     )
+    # --- chat and the model host (studio infer) ---
+    infer_url: str = Field(
+        default="http://127.0.0.1:7862", description="The model host the web app sends chat and /v1 requests to."
+    )
+    infer_token: str | None = Field(
+        default=None, description="A shared secret the model host requires from the web app (split deployments)."
+    )
+    infer_memory_gb: float = Field(
+        default=0.0, ge=0, description="Memory the model host may fill with models; 0: 90% of the GPU or half the RAM."
+    )
+    infer_load_in: Literal["none", "8bit", "4bit"] = Field(
+        default="none", description="Load base models in the model host in 8 or 4 bits (bitsandbytes; GPU)."
+    )
+    infer_cache_entries: int = Field(default=2048, ge=0, description="Deterministic answers the model host keeps.")
+    chat_timeout_seconds: float = Field(default=300.0, gt=0, description="Longest a chat or /v1 request may take.")
+    safety_classifier: str | None = Field(
+        default=None, description="module:function called with each request and reply text; a string it returns "
+        "blocks that text (a hook for a local classifier model)."
+    )
 
     @field_validator("model_dirs", "trust_remote_code_models", mode="before")
     @classmethod
