@@ -69,8 +69,8 @@ def test_csv_and_json_array_with_bom(studio):
 
 BAD_UPLOADS = [
     ("empty.jsonl", b"", "empty (0 bytes)"),
-    ("broken.json", b'[{"instruction": "a", "output": "b"},\n {"instruction": ', "line 2: invalid JSON"),
-    ("broken.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "a", "outp', "line 2: invalid JSON"),
+    ("broken.json", b'[{"instruction": "a", "output": "b"},\n {"instruction": ', "broken.json line 2: a value is missing at column 18"),
+    ("broken.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "a", "outp', "line 2: the text in quotes that starts at column 22 never ends. The line looks cut off."),
     ("latin1.jsonl", '{"instruction": "caf\u00e9", "output": "b"}\n'.encode("latin-1"), "line 1: not UTF-8"),
     ("model.bin", b"\x00\x01", "unsupported file type '.bin'"),
     ("cols.csv", b"question,answer\nq,a\n", "missing column 'instruction'"),
@@ -79,7 +79,7 @@ BAD_UPLOADS = [
     ("emptyout.jsonl", b'{"instruction": "a", "output": "  "}\n', "line 1: 'output' is empty"),
     ("types.json", b'[{"instruction": ["a"], "output": "b"}]', "row 1: 'instruction' must be text"),
     ("big.jsonl", b'{"instruction": "a", "output": "b"}\n' * 2000, "the limit is 0.05 MB (STUDIO_MAX_UPLOAD_MB)"),
-    ("truncated.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "c", "out', "line 2: invalid JSON"),
+    ("truncated.jsonl", b'{"instruction": "a", "output": "b"}\n{"instruction": "c", "out', "line 2: the text in quotes that starts"),
     ("dupkeys.jsonl", b'{"instruction": "a", "output": "b", "output": "c"}\n', "line 1: field 'output' appears twice"),
     ("cols.tsv", b"question\tanswer\nq\ta\n", "missing column 'instruction'"),
     ("dupes.tsv", b"instruction\toutput\toutput\na\tb\tc\n", "column 'output' appears twice"),

@@ -238,6 +238,35 @@ def rename_columns(record: Any, columns: Mapping[str, str]) -> Any:
     return renamed
 
 
+# json's messages, as sentences a person who does not program can act on
+_JSON_PROBLEMS = {
+    "Unterminated string starting at": "the text in quotes that starts at column {col} never ends.",
+    "Expecting value": "a value is missing at column {col} (text in double quotes, a number, true, false, null, a list or an object).",
+    "Expecting property name enclosed in double quotes": (
+        "at column {col} a field name in double quotes was expected, like \"output\" (or a comma comes just before a closing brace)."
+    ),
+    "Expecting ',' delimiter": "a comma is missing at column {col}, between two items.",
+    "Expecting ':' delimiter": "a colon is missing at column {col}, after a field name.",
+    "Extra data": "something follows the end of the row at column {col}; each line holds one row, one JSON object.",
+    "Invalid control character at": (
+        "column {col} holds a tab or line break inside quotes; write it as \\t or \\n."
+    ),
+    "Invalid \\escape": "the backslash at column {col} starts an escape JSON does not know; write a backslash itself as \\\\.",
+    "Invalid \\uXXXX escape": "the \\u at column {col} needs four hex digits after it, like \\u00e9.",
+}
+
+
+def json_problem(exc: json.JSONDecodeError, what: str = "line") -> str:
+    """A JSON parse error as a whole sentence naming the column, without the line number
+    (the caller names the line or row). Ends by saying so when the text stops mid-value."""
+    template = _JSON_PROBLEMS.get(exc.msg)
+    sentence = template.format(col=exc.colno) if template else f"column {exc.colno}: {exc.msg[:1].lower()}{exc.msg[1:]}."
+    # an unterminated string always runs to the end: JSON strings cannot hold a line break
+    if exc.msg.startswith("Unterminated") or (exc.pos >= len(exc.doc.rstrip()) and exc.msg != "Extra data"):
+        sentence += f" The {what} looks cut off."
+    return sentence
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """json object hook: a key given twice is an error, not a silent overwrite."""
     seen: dict[str, Any] = {}
@@ -253,7 +282,7 @@ def _json_records(text: str, result: ParseResult, _options: ParseOptions) -> Ite
         data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DatasetError(
-            [f"{result.filename} line {exc.lineno}: invalid JSON at column {exc.colno} ({exc.msg})"]
+            [f"{result.filename} line {exc.lineno}: {json_problem(exc, 'file')}"]
         ) from None
     except RecursionError:  # the parser recurses once per level
         raise DatasetError([
@@ -276,7 +305,7 @@ def _jsonl_records(text: str, result: ParseResult, _options: ParseOptions) -> It
         try:
             yield f"line {number}", json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
-            result.add_error(f"line {number}: invalid JSON at column {exc.colno} ({exc.msg})")
+            result.add_error(f"line {number}: {json_problem(exc)}")
         except RecursionError:
             result.add_error(f"line {number}: nested deeper than {result.limits.max_json_depth} levels (STUDIO_MAX_JSON_DEPTH)")
         except ValueError as exc:

@@ -41,6 +41,7 @@ from studio.core.datasets import (
     bad_unicode,
     content_hash,
     detect_format,
+    json_problem,
     parse_file,
     read_snapshot,
     row_text,
@@ -114,7 +115,8 @@ def create_dataset(
         raise DatasetError(
             parsed.errors
             + ([f"{filename}: ... and {more} more problems"] if more > 0 else [])
-            + [f"{filename}: {len(parsed.rows)} rows are valid; upload again with accept_partial to keep them"]
+            + [f"{filename}: {len(parsed.rows)} rows are valid; to keep only those, add the file again with "
+               "'keep the valid rows' chosen (accept_partial in the API)"]
         )
     digest, relpath = _store_snapshot(ctx, parsed.rows)
     with session_scope(ctx.engine) as session:
@@ -486,7 +488,7 @@ def edit_cell(
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise DatasetError([f"row {index}: 'messages' is not valid JSON ({exc.msg} at column {exc.colno})"]) from None
+            raise DatasetError([f"row {index}: 'messages' is not valid JSON: {json_problem(exc, 'text')}"]) from None
         except RecursionError:
             raise DatasetError([f"row {index}: 'messages' is nested too deeply"]) from None
     elif column != "messages" and not isinstance(value, str):
