@@ -116,7 +116,7 @@ def create_dataset(
             parsed.errors
             + ([f"{filename}: ... and {more} more problems"] if more > 0 else [])
             + [f"{filename}: {len(parsed.rows)} rows are valid; to keep only those, add the file again with "
-               "'keep the valid rows' chosen (accept_partial in the API)"]
+               "'keep the valid rows' chosen"]
         )
     digest, relpath = _store_snapshot(ctx, parsed.rows)
     with session_scope(ctx.engine) as session:

@@ -75,7 +75,7 @@ class TableReader(HTMLParser):
 
 
 def added_id(result) -> int:
-    message, dataset_id = result
+    message, dataset_id, *_ = result
     assert "notice-ok" in message, message
     return dataset_id
 
@@ -111,16 +111,23 @@ def test_a_csv_needing_a_mapping_is_inspected_then_stored_with_it(ctx, qa_csv):
     drop_i, drop_in, drop_out, columns, sample, message = out
     assert box.visible and mapping_row.visible
     assert [c[1] for c in drop_i.choices] == ["", "question", "context", "answer", "category"]
-    assert drop_i.value == drop_out.value == ""  # nothing is named like an Alpaca field
-    assert "question, context, answer, category" in columns and sample is None
-    assert "missing column" in message and "notice-error" in message
+    # guessed from the names, shown, and the sample read with the guess
+    assert (drop_i.value, drop_in.value, drop_out.value) == ("question", "context", "answer")
+    assert "question, context, answer, category" in columns
+    assert "question → instruction, context → input, answer → output" in columns
+    assert list(sample.columns)[:3] == ["instruction", "input", "output"] and "notice-ok" in message
+
+    sample, message = upload.check_mapping(ctx, str(qa_csv), "", "", "", "", "")  # the user unmaps them all
+    assert sample is None and "missing column" in message and "notice-error" in message
 
     sample, message = upload.check_mapping(ctx, str(qa_csv), "", "", "question", "context", "answer")
     assert list(sample.columns)[:3] == ["instruction", "input", "output"]
     assert sample.iloc[0]["instruction"] == "What is 0 plus 0?" and "30 rows" in message
 
-    message, dataset_id = upload.add_file(ctx, str(qa_csv), "", False, "", "", "question", "context", "answer")
+    message, dataset_id, drop_box = upload.add_file(ctx, str(qa_csv), "", False, "", "", "question", "context", "answer")
     assert "&#x27;qa&#x27;" in message and "30 rows" in message
+    assert drop_box is None  # emptied for the next upload
+    assert upload.inspect_upload(ctx, None, "", "")[-1] == gr.skip()  # ... which leaves the message standing
     first = datasets.page_rows(ctx, dataset_id, 0, 1).rows[0]["row"]
     assert first == {"instruction": "What is 0 plus 0?", "input": "", "output": "0", "category": "even"}
 
@@ -138,12 +145,14 @@ def test_a_refused_upload_lists_every_bad_row_and_stores_nothing(ctx, tmp_path):
     rows = [{"instruction": "a", "output": "b"}, {"instruction": "", "output": "x"}, {"instruction": "c"}]
     path = tmp_path / "bad.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
-    message, added = upload.add_file(ctx, str(path), "", False, "", "", "", "", "")
-    assert added == gr.skip()
+    message, added, drop_box = upload.add_file(ctx, str(path), "", False, "", "", "", "", "")
+    assert added == gr.skip() and drop_box == gr.skip()  # the file stays, to try again with 'keep the valid rows'
+    assert "line 4: at column 2 a field name in double quotes was expected" in message
+    assert "accept_partial" not in message and "&#x27;keep the valid rows&#x27;" in message
     for where in ("bad.jsonl line 2", "bad.jsonl line 3", "bad.jsonl line 4"):
         assert where in message
     assert datasets.list_datasets(ctx) == []
-    message, dataset_id = upload.add_file(ctx, str(path), "", True, "", "", "", "", "")
+    message, dataset_id, _ = upload.add_file(ctx, str(path), "", True, "", "", "", "", "")
     assert "1 rows" in message and "3 bad rows were left out" in message
     assert datasets.get_dataset(ctx, dataset_id).row_count == 1
 
@@ -162,7 +171,7 @@ def test_the_demo_button_stores_the_whole_demo_dataset_and_says_how_big(ctx):
 def test_pages_search_and_category_filter_run_on_the_server(ctx, qa_dataset):
     table, view, label = browsing.first_page(ctx, qa_dataset, "", "")
     frame = TableReader(table)
-    assert label == t("datasets.page", version=1, first="1", last="20", total="30")
+    assert label == "**qa**, version 1 · rows 1–20 of 30"
     assert frame.headers == ["#", "instruction", "input", "output", "category"]
     assert frame.indices == list(range(20)) and [r[0] for r in frame.rows] == [str(i) for i in range(20)]
     assert view["version"] == 1 and view["total"] == 30 and view["kind"] == "alpaca"
@@ -206,20 +215,20 @@ def test_cells_are_plain_strings_html_included(ctx, tmp_path):
 
 def test_editing_a_cell_makes_version_2_and_a_stale_form_is_refused(ctx, qa_dataset):
     message, editing, field, value, row = edit.load_row(ctx, qa_dataset, 3, None)
-    assert message == gr.skip() and editing["index"] == 3 and editing["version"] == 1
+    assert message == "" and editing["index"] == 3 and editing["version"] == 1
     assert field.value == "output" and value == "6" and row["instruction"] == "What is 3 plus 3?"
     assert "category" in [c[1] for c in field.choices]
     assert edit.show_field(editing, "instruction") == "What is 3 plus 3?"
 
-    note, changed = announced(ctx, edit.save_cell(ctx, editing, "output", "six"))
-    assert "Version 2 saved: edited &#x27;output&#x27; of row 3" in note
+    note, changed = announced(ctx, edit.save_cell(ctx, editing["dataset_id"], editing, "output", "six"))
+    assert "&#x27;qa&#x27; version 2 saved: edited &#x27;output&#x27; of row 3" in note
     assert datasets.page_rows(ctx, qa_dataset, 3, 1).rows[0]["row"]["output"] == "six"
 
-    message, changed = edit.save_cell(ctx, editing, "output", "seven")  # the form still shows version 1
+    message, changed = edit.save_cell(ctx, editing["dataset_id"], editing, "output", "seven")  # the form still shows version 1
     assert "notice-error" in message and "is newer; reload and edit again" in message and changed == gr.skip()
     _, editing, *_ = edit.reload_row(ctx, changed, editing, "output")
     assert editing["version"] == 2
-    message, _ = edit.save_cell(ctx, editing, "output", "six")
+    message, _ = edit.save_cell(ctx, editing["dataset_id"], editing, "output", "six")
     assert "Nothing changed" in message
 
 
@@ -228,7 +237,7 @@ def test_bad_row_choices_and_values_get_clear_messages(ctx, qa_dataset):
     assert "Pick a row first" in edit.load_row(ctx, qa_dataset, None, None)[0]
     assert "Pick a row first" in edit.load_row(ctx, qa_dataset, -1, None)[0]
     _, editing, *_ = edit.load_row(ctx, qa_dataset, 0, None)
-    message, _ = edit.save_cell(ctx, editing, "instruction", "   ")
+    message, _ = edit.save_cell(ctx, editing["dataset_id"], editing, "instruction", "   ")
     assert "notice-error" in message and "row 0" in message
     assert len(datasets.list_versions(ctx, qa_dataset)) == 1
 
@@ -244,13 +253,13 @@ def test_chat_rows_are_edited_and_added_as_messages_json(ctx, tmp_path):
 
     _, editing, field, value, _ = edit.load_row(ctx, dataset_id, 0, None)
     assert field.value == "messages" and json.loads(value) == chat[0]["messages"]
-    note, _ = announced(ctx, edit.save_cell(ctx, editing, "messages", value.replace("hello", "hey")))
-    assert "Version 2 saved" in note
+    note, _ = announced(ctx, edit.save_cell(ctx, editing["dataset_id"], editing, "messages", value.replace("hello", "hey")))
+    assert "&#x27;chat&#x27; version 2 saved" in note
 
     view = view_of(ctx, dataset_id)
     assert "not valid JSON" in edit.add_new_row(ctx, view, "", "", "", "", "[{oops")[0]
     note, _ = announced(ctx, edit.add_new_row(ctx, view, "", "", "", "", json.dumps(chat[0]["messages"])))
-    assert "Version 3 saved: added row 1" in note
+    assert "&#x27;chat&#x27; version 3 saved: added row 1" in note
 
 
 def test_add_a_row_with_extra_fields_and_delete_rows_by_ranges(ctx, qa_dataset):
@@ -258,7 +267,7 @@ def test_add_a_row_with_extra_fields_and_delete_rows_by_ranges(ctx, qa_dataset):
     message, _ = edit.add_new_row(ctx, view, "q", "", "a", "category odd", "")
     assert "is not &#x27;name: value&#x27;" in message
     note, _ = announced(ctx, edit.add_new_row(ctx, view, "Name a colour.", "", "red", "category: colours", ""))
-    assert "Version 2 saved: added row 30 (31 rows)" in note
+    assert "&#x27;qa&#x27; version 2 saved: added row 30 (31 rows)" in note
     assert datasets.page_rows(ctx, qa_dataset, 30, 1).rows[0]["row"]["category"] == "colours"
 
     view = view_of(ctx, qa_dataset)
@@ -268,7 +277,7 @@ def test_add_a_row_with_extra_fields_and_delete_rows_by_ranges(ctx, qa_dataset):
     assert "no such row" in edit.delete_selected(ctx, view, "3, 99")[0]
     *result, box = edit.delete_selected(ctx, view, "3, 7-9")
     note, _ = announced(ctx, result)
-    assert "Version 3 saved: deleted 4 rows (3, 7, 8, 9) (27 rows)" in note
+    assert "&#x27;qa&#x27; version 3 saved: deleted 4 rows (3, 7, 8, 9) (27 rows)" in note
     assert box == ""  # a second click must not delete the rows that moved up
     assert edit.parse_indices("1; 4-5,4") == [1, 4, 5]
 
@@ -310,13 +319,13 @@ def test_history_and_going_back_make_a_new_version(ctx, qa_dataset):
     version_1 = datasets.list_versions(ctx, qa_dataset)[-1].id
     assert choices.value == version_1 and choices.choices[0][0].startswith("version 1: uploaded qa.csv")
     note, _ = announced(ctx, versions.revert(ctx, qa_dataset, version_1))
-    assert "Version 3 saved: went back to version 1 (30 rows)" in note
+    assert "&#x27;qa&#x27; version 3 saved: went back to version 1 (30 rows)" in note
 
 
 def test_export_writes_the_shown_version_as_jsonl_or_formula_safe_csv(ctx, qa_dataset):
     view = view_of(ctx, qa_dataset)
     _, editing, *_ = edit.load_row(ctx, qa_dataset, 0, None)
-    edit.save_cell(ctx, editing, "output", "=1+1")
+    edit.save_cell(ctx, editing["dataset_id"], editing, "output", "=1+1")
     message, file = versions.export(ctx, view, "jsonl")  # the view still shows version 1
     path = Path(file.value["path"] if isinstance(file.value, dict) else file.value)
     assert path.name == "qa-v1.jsonl" and "version 1" in message
@@ -357,7 +366,7 @@ def test_quality_report_shows_the_summary_plots_and_fixes(ctx, qa_dataset):
     assert [f.visible for f in fixes] == [fix == "drop_duplicates" for fix in FIXES]
 
     note, _ = announced(ctx, quality.apply_quality_fix(ctx, "drop_duplicates", state))
-    assert "Version 2 saved: drop exact duplicates (keep the first): 2 rows (28 rows)" in note
+    assert "&#x27;qa&#x27; version 2 saved: drop exact duplicates (keep the first): 2 rows (28 rows)" in note
     message, _ = quality.apply_quality_fix(ctx, "drop_duplicates", state)  # the report is of version 1
     assert "is newer" in message
     fixes = quality.run_report(ctx, qa_dataset, "demo", "alpaca", 16)[5:]
@@ -403,3 +412,50 @@ def test_handlers_answer_when_nothing_is_chosen(ctx):
     assert "No dataset chosen" in quality.run_report(ctx, None, "demo", "alpaca", 64)[0]
     assert versions.announce_version(ctx, None) == (gr.skip(), gr.skip(), gr.skip())
     assert isinstance(listing.datasets_frame([]), pd.DataFrame)
+
+
+# --- every panel follows the dataset picked --------------------------------------------
+
+
+def test_picking_another_dataset_empties_what_belongs_to_the_last(ctx, qa_dataset, tmp_path):
+    other_csv = write_csv(tmp_path / "other.csv", qa_rows(6))
+    other = added_id(upload.add_file(ctx, str(other_csv), "", False, "", "", "question", "context", "answer"))
+    _, editing, *_ = edit.load_row(ctx, qa_dataset, 3, None)
+    message, form, field, value, row, index, delete_box, *more = edit.clear_form()
+    assert form is None and value == "" and row is None and index is None and delete_box == "" and not any(more)
+    assert field.choices == [] and field.value is None
+    # a form still holding qa's row while 'other' is picked is refused; neither gets a version
+    message, changed = edit.save_cell(ctx, other, editing, "output", "six")
+    assert "another dataset" in message and changed == gr.skip()
+    assert [len(datasets.list_versions(ctx, i)) for i in (qa_dataset, other)] == [1, 1]
+
+    cleared = quality.clear_report()
+    assert cleared[4] is None and not any(b.visible for b in cleared[5:5 + len(FIXES)]) and cleared[-2:] == ("", 0)
+    assert versions.clear_versions()[2].visible is False
+    assert versions.describe(ctx, other).startswith("**other** (id 2) · version 1 · 6 rows · last change: uploaded")
+    assert browsing.first_page(ctx, other, "", "")[2].startswith("**other**, version 1")
+
+
+def test_quality_report_uses_the_training_cutoff_and_says_what_matters(ctx, qa_dataset):
+    assert quality.TRAINING.training.max_length == 128 and quality.TRAINING.template.name == "alpaca"
+    _, summary, *_ = quality.run_report(ctx, qa_dataset, "demo", "alpaca", quality.TRAINING.training.max_length)
+    assert summary.startswith("**qa**, version 1: 30 rows, template alpaca, cutoff 128 tokens")
+    assert "- 2 exact duplicates: drop them, or keep them if repetition is intended." in summary
+    _, summary, *_ = quality.run_report(ctx, qa_dataset, "demo", "alpaca", 16)
+    assert "are longer than the cutoff of 16 tokens, so their ends are never trained" in summary
+    assert quality.copy_setting(256) == 256
+
+
+def test_column_names_are_guessed_from_common_names():
+    assert upload.guess_columns(["Prompt", "completion"]) == {"instruction": "Prompt", "output": "completion"}
+    assert upload.guess_columns(["query", "context", "response", "answer"]) == {
+        "instruction": "query", "input": "context", "output": "response"}
+    assert upload.guess_columns(["instruction", "input", "output"]) == {f: f for f in ("instruction", "input", "output")}
+    assert upload.guess_columns(["a", "b"]) == {}
+
+
+def test_a_tsv_with_prompt_and_completion_is_mapped_by_itself(ctx, tmp_path):
+    path = write_csv(tmp_path / "pc.tsv", [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(3)], delimiter="\t")
+    box, mapping_row, drop_i, drop_in, drop_out, columns, sample, message = upload.inspect_upload(ctx, str(path), "", "")
+    assert (drop_i.value, drop_in.value, drop_out.value) == ("prompt", "", "completion") and "3 rows" in message
+    assert added_id(upload.add_file(ctx, str(path), "", False, "", "", drop_i.value, drop_in.value, drop_out.value))

@@ -18,22 +18,25 @@ import gradio as gr
 
 from studio.core.quality import FIXES
 from studio.services.context import StudioContext
-from studio.ui.datasets import edit, listing, quality, rows, split, upload, versions
+from studio.ui.datasets import edit, listing, messages, quality, rows, split, upload, versions
 from studio.ui.datasets.listing import dataset_choices
 from studio.ui.forms import bind
 from studio.ui.text import t
 
-__all__ = ["DatasetsTab", "build", "dataset_choices"]
+__all__ = ["DatasetsTab", "build", "dataset_choices", "follow_training"]
 
 
 @dataclass(frozen=True)
 class DatasetsTab:
     """Handles other tabs use. `added` holds the id of the dataset added last in this
     session and changes whenever one is added; `changed` holds {"dataset_id",
-    "version_id"} of the version saved last (an edit, a fix, a split, going back)."""
+    "version_id"} of the version saved last (an edit, a fix, a split, going back).
+    `report_settings` are the quality report's base model, template and max length
+    boxes, which follow_training keeps in step with the Train tab."""
 
     added: gr.State
     changed: gr.State
+    report_settings: tuple[gr.Textbox, gr.Dropdown, gr.Number]
 
 
 def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
@@ -46,7 +49,7 @@ def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
             gr.Markdown(t("datasets.list_title"))
             table = gr.Dataframe(interactive=False, max_height=260, elem_id="datasets-table")
             selected = gr.Dropdown(label=t("datasets.preview_select"), elem_id="preview-select")
-    change_message = gr.HTML(elem_id="dataset-change-message")
+            status = gr.Markdown(elem_id="dataset-status")
     with gr.Tabs():
         with gr.Tab(t("datasets.tab.rows"), id="dataset-rows", elem_id="dataset-tab-rows"):
             browse = rows.rows_panel()
@@ -58,59 +61,79 @@ def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
         with gr.Tab(t("datasets.tab.split"), id="dataset-split", elem_id="dataset-tab-split"):
             splitting = split.split_panel()
 
-    # Add a dataset.
+    # Add a dataset; a stored file empties the drop box.
     inspect_out = [up.inspection, up.mapping_row, *up.mapping, up.columns, up.sample, up.message]
     gr.on([up.file.change, up.file_type.input, up.schema.input], bind(upload.inspect_upload, ctx),
           [up.file, up.file_type, up.schema], inspect_out)
     gr.on([d.input for d in up.mapping], bind(upload.check_mapping, ctx),
           [up.file, up.file_type, up.schema, *up.mapping], [up.sample, up.message])
     up.add.click(bind(upload.add_file, ctx), [up.file, up.name, up.partial, up.file_type, up.schema, *up.mapping],
-                 [up.message, added])
+                 [up.message, added, up.file])
     up.demo.click(bind(upload.add_demo, ctx), None, [up.message, added])
 
-    # Pick a dataset: its filters, first page and history.
+    # Pick a dataset: every panel follows it. Its filters, first page, history and status
+    # load; the forms, messages, report and preview of the last one are emptied.
     gr.on([page.load, added.change], bind(listing.show_datasets, ctx), [added], [table, selected], show_progress="hidden")
     table.select(listing.pick_dataset_row, None, selected)
     page_in, page_out = [selected, browse.search, browse.category], [browse.table, view, browse.label]
     selected.change(bind(rows.reset_filters, ctx), [selected], [browse.category, browse.search]).then(
         bind(rows.first_page, ctx), page_in, page_out)
     selected.change(bind(versions.show_history, ctx), [selected], [history.table, history.choice])
+    selected.change(bind(versions.describe, ctx), [selected], status, show_progress="hidden")
+    selected.change(edit.clear_form, None, [form.message, editing, form.field, form.value, form.row, form.index,
+                                            form.delete_text, form.add_message, form.delete_message],
+                    show_progress="hidden")
+    report_out = [report.message, report.summary, report.lengths, report.categories, report.report, *report.fixes]
+    selected.change(quality.clear_report, None, [*report_out, report.preview_html, report.preview_index],
+                    show_progress="hidden")
+    selected.change(versions.clear_versions, None, [history.revert_message, history.export_message, history.file],
+                    show_progress="hidden")
+    selected.change(messages.cleared, None, splitting.message, show_progress="hidden")
     gr.on([browse.search.submit, browse.category.input], bind(rows.first_page, ctx), page_in, page_out)
     browse.prev.click(bind(rows.previous_page, ctx), [*page_in, view], page_out)
     browse.next.click(bind(rows.next_page, ctx), [*page_in, view], page_out)
     view.change(split.column_choices, [view], [splitting.by_column, splitting.stratify], show_progress="hidden")
     view.change(edit.add_row_form, [view], form.add_fields, show_progress="hidden")
 
-    # Edit, add, delete; every change reports the new version in `changed`.
-    form_out = [change_message, editing, form.field, form.value, form.row]
+    # Edit, add, delete; every change reports the new version in `changed`, and what went
+    # wrong next to the button pressed.
+    form_out = [form.message, editing, form.field, form.value, form.row]
     browse.table.click(rows.pick_table_row, None, [form.index, report.preview_index]).then(
         bind(edit.load_row, ctx), [selected, form.index, form.field], form_out)
     gr.on([form.load.click, form.index.submit], bind(edit.load_row, ctx), [selected, form.index, form.field], form_out)
     form.field.input(edit.show_field, [editing, form.field], form.value)
-    changes = [change_message, changed]
-    form.save.click(bind(edit.save_cell, ctx), [editing, form.field, form.value], changes)
-    form.add.click(bind(edit.add_new_row, ctx), [view, *form.add_fields], changes)
-    form.delete.click(bind(edit.delete_selected, ctx), [view, form.delete_text], [*changes, form.delete_text])
+    form.save.click(bind(edit.save_cell, ctx), [selected, editing, form.field, form.value], [form.message, changed])
+    form.add.click(bind(edit.add_new_row, ctx), [view, *form.add_fields], [form.add_message, changed])
+    form.delete.click(bind(edit.delete_selected, ctx), [view, form.delete_text],
+                      [form.delete_message, changed, form.delete_text])
     browse.table.select(edit.mark_table_row, form.delete_text, [form.delete_text, form.delete_panel], show_progress="hidden")
-    history.revert.click(bind(versions.revert, ctx), [selected, history.choice], changes)
+    history.revert.click(bind(versions.revert, ctx), [selected, history.choice], [history.revert_message, changed])
     splitting.run.click(bind(split.split, ctx), [view, splitting.fraction, splitting.seed, splitting.by_column,
-                                                 splitting.stratify], changes)
-    history.export.click(bind(versions.export, ctx), [view, history.fmt], [change_message, history.file])
+                                                 splitting.stratify], [splitting.message, changed])
+    history.export.click(bind(versions.export, ctx), [view, history.fmt], [history.export_message, history.file])
 
     # Quality report, its fixes (each re-runs the report on the new version), token preview.
     report_in = [selected, report.base_model, report.template, report.max_length]
-    report_out = [report.message, report.summary, report.lengths, report.categories, report.report, *report.fixes]
     report.run.click(bind(quality.run_report, ctx), report_in, report_out)
     for fix, button in zip(FIXES, report.fixes):
-        button.click(bind(quality.apply_quality_fix, ctx, fix), [report.report], changes).then(
+        button.click(bind(quality.apply_quality_fix, ctx, fix), [report.report], [report.message, changed]).then(
             bind(quality.run_report, ctx), report_in, report_out)
     report.preview.click(bind(quality.preview, ctx), [selected, report.preview_index, report.base_model,
                                                       report.template, report.max_length], report.preview_html)
 
-    # After any change: announce it, reload what shows the dataset.
-    changed.change(bind(versions.announce_version, ctx), [changed], [change_message, history.table, history.choice])
+    # After any change: announce it (a toast and the status line), reload what shows the dataset.
+    changed.change(bind(versions.announce_version, ctx), [changed], [status, history.table, history.choice])
     changed.change(bind(rows.same_page, ctx), [*page_in, view], page_out)
     changed.change(bind(rows.refresh_categories, ctx), [selected, browse.category], browse.category)
     changed.change(bind(edit.reload_row, ctx), [changed, editing, form.field], form_out)
     changed.change(bind(listing.refresh_datasets, ctx), None, [table, selected], show_progress="hidden")
-    return DatasetsTab(added=added, changed=changed)
+    return DatasetsTab(added=added, changed=changed,
+                       report_settings=(report.base_model, report.template, report.max_length))
+
+
+def follow_training(tab: DatasetsTab, base_model: gr.Component, template: gr.Component, max_length: gr.Component) -> None:
+    """Keep the quality report's base model, template and max length equal to the Train
+    tab's controls, so the report checks the cutoff training will use. Call inside the
+    Blocks, after both tabs are built."""
+    for source, target in zip((base_model, template, max_length), tab.report_settings):
+        source.change(quality.copy_setting, source, target, show_progress="hidden")

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from studio.core.datasets import ALPACA_FIELDS, DatasetError
+from studio.core.datasets import ALPACA_FIELDS, DatasetError, json_problem
 from studio.services import datasets
 from studio.services.context import NotFound, StudioContext
 from studio.ui.datasets.cells import field_text
@@ -85,7 +85,7 @@ def load_row(ctx: StudioContext, dataset_id: int | None, index: float | None, fi
     if not page.rows:
         message = t("datasets.no_such_row", index=int(index), last=page.total - 1)
         return notice("error", message), None, gr.Dropdown(choices=[], value=None), "", None
-    return gr.skip(), *_row_form(dataset_id, page, field)
+    return "", *_row_form(ctx, dataset_id, page, field)
 
 
 def reload_row(ctx: StudioContext, changed: dict | None, editing: dict | None, field: str | None):
@@ -104,19 +104,28 @@ def reload_row(ctx: StudioContext, changed: dict | None, editing: dict | None, f
         page = None
     if page is None or not page.rows:  # gone (e.g. a quality fix dropped it)
         return gr.skip(), None, gr.Dropdown(choices=[], value=None), "", None
-    return gr.skip(), *_row_form(editing["dataset_id"], page, field)
+    return gr.skip(), *_row_form(ctx, editing["dataset_id"], page, field)
 
 
-def _row_form(dataset_id: int, page: datasets.RowPage, field: str | None):
+def _row_form(ctx: StudioContext, dataset_id: int, page: datasets.RowPage, field: str | None):
     item = page.rows[0]
     row = item["row"]
-    editing = {"dataset_id": dataset_id, "version_id": page.version_id, "version": page.version,
+    name = datasets.get_dataset(ctx, dataset_id).name
+    editing = {"dataset_id": dataset_id, "name": name, "version_id": page.version_id, "version": page.version,
                "index": item["index"], "row": row}
     fields = list(dict.fromkeys([*(f for f in page.columns if f in row or f in ALPACA_FIELDS), *row]))
     if field not in fields:
         field = "messages" if "messages" in row else "output"
-    dropdown = gr.Dropdown(choices=fields, value=field, label=t("datasets.edit_field_of", index=item["index"], version=page.version))
-    return editing, dropdown, field_text(row.get(field)), row
+    label = t("datasets.edit_field_of", index=item["index"], name=name, version=page.version)
+    return editing, gr.Dropdown(choices=fields, value=field, label=label), field_text(row.get(field)), row
+
+
+def clear_form():
+    """Another dataset was picked: nothing of the last one stays in the edit, add and
+    delete forms, so nothing can be saved into it by mistake. Returns (message, editing,
+    field, value, row, row #, delete box, add message, delete message)."""
+    field = gr.Dropdown(choices=[], value=None, label=t("datasets.edit_field"))
+    return "", None, field, "", None, None, "", "", ""
 
 
 def show_field(editing: dict | None, field: str | None) -> str:
@@ -124,10 +133,13 @@ def show_field(editing: dict | None, field: str | None) -> str:
     return field_text((editing or {}).get("row", {}).get(field)) if field else ""
 
 
-def save_cell(ctx: StudioContext, editing: dict | None, field: str | None, value: str):
-    """Save the edited field as a new version. Returns (message, changed)."""
+def save_cell(ctx: StudioContext, dataset_id: int | None, editing: dict | None, field: str | None, value: str):
+    """Save the edited field as a new version of the dataset picked (dataset_id), which
+    must be the one the form's row came from. Returns (message, changed)."""
     if not editing:
         return notice("error", t("datasets.pick_row")), gr.skip()
+    if editing["dataset_id"] != dataset_id:  # picked another while the form was open
+        return notice("error", t("datasets.change_refused"), [t("datasets.other_dataset")]), gr.skip()
     try:
         saved = datasets.edit_cell(ctx, editing["dataset_id"], editing["index"], field or "", value or "", editing["version_id"])
     except (DatasetError, NotFound) as exc:
@@ -148,7 +160,7 @@ def add_new_row(
         else:
             row = {**parse_extra_fields(extra), "instruction": instruction, "input": input_text, "output": output}
     except json.JSONDecodeError as exc:
-        return notice("error", t("datasets.change_refused"), [t("datasets.bad_messages", error=f"{exc.msg} at column {exc.colno}")]), gr.skip()
+        return notice("error", t("datasets.change_refused"), [t("datasets.bad_messages", error=json_problem(exc, "text"))]), gr.skip()
     except ValueError as exc:
         return notice("error", t("datasets.change_refused"), [str(exc)]), gr.skip()
     try:
@@ -186,11 +198,14 @@ class EditPanel:
     value: gr.Textbox
     row: gr.JSON
     save: gr.Button
+    message: gr.HTML  # under Save: what became of a load or a save
     add_fields: list[gr.Textbox]  # instruction, input, output, extra lines, messages
     add: gr.Button
+    add_message: gr.HTML
     delete_panel: gr.Accordion
     delete_text: gr.Textbox
     delete: gr.Button
+    delete_message: gr.HTML
 
 
 def edit_panel() -> EditPanel:
@@ -203,6 +218,7 @@ def edit_panel() -> EditPanel:
                                 elem_id="edit-field")
         value = gr.Textbox(label=t("datasets.edit_value"), lines=3, max_lines=20, elem_id="edit-value")
         save = gr.Button(t("datasets.save"), variant="primary", elem_id="edit-save")
+        message = gr.HTML(elem_id="edit-message")
         row = gr.JSON(label=t("datasets.edit_row"), elem_id="edit-row")
     with gr.Accordion(t("datasets.add_row_title"), open=False, elem_id="add-row-panel"):
         add_fields = [
@@ -213,8 +229,11 @@ def edit_panel() -> EditPanel:
         add_fields.append(gr.Textbox(label=t("datasets.new.messages"), info=t("datasets.new.messages_info"), lines=4,
                                      visible=False, elem_id="new-messages"))
         add = gr.Button(t("datasets.add_row"), elem_id="add-row")
+        add_message = gr.HTML(elem_id="add-row-message")
     with gr.Accordion(t("datasets.delete_title"), open=False, elem_id="delete-panel") as delete_panel:
         with gr.Row(equal_height=True):
             delete_text = gr.Textbox(label=t("datasets.delete_rows"), placeholder="3, 7-9", scale=3, elem_id="delete-rows")
             delete = gr.Button(t("datasets.delete"), variant="stop", scale=1, elem_id="delete-btn")
-    return EditPanel(index, load, field, value, row, save, add_fields, add, delete_panel, delete_text, delete)
+        delete_message = gr.HTML(elem_id="delete-message")
+    return EditPanel(index, load, field, value, row, save, message, add_fields, add, add_message, delete_panel,
+                     delete_text, delete, delete_message)

@@ -10,7 +10,7 @@ from typing import Any, get_args
 import gradio as gr
 import plotly.io as pio
 
-from studio.core.config import TemplateSection, TrainingSection
+from studio.core.config import DEMO_PRESET, TemplateSection, TrainingSection, build_config
 from studio.core.datasets import DatasetError
 from studio.core.quality import FIXES
 from studio.services import datasets
@@ -22,6 +22,33 @@ from studio.ui.text import notice, t
 
 TEMPLATES = [n for n in get_args(TemplateSection.model_fields["name"].annotation) if n != "custom"]
 MAX_LENGTH = spec_for("training.max_length", TrainingSection.model_fields["max_length"])
+# The report checks the data against the settings it will train with: until the Train tab
+# says otherwise (follow_training), those of the preset the Train tab opens on.
+TRAINING = build_config({}, preset=DEMO_PRESET)
+
+
+def advice(report: dict[str, Any]) -> list[str]:
+    """What matters in a report, one plain sentence per finding, the costliest first."""
+    cut, leaks = report["truncated"], report["marker_leaks"]
+    found = []
+    if report["empty_responses"]["rows"]:
+        found.append(t("datasets.q.advice.empty", rows=f"{report['empty_responses']['rows']:,}"))
+    if cut["rows"]:
+        found.append(t("datasets.q.advice.truncated", rows=f"{cut['rows']:,}", share=f"{cut['share']:.0%}",
+                       max_length=f"{report['max_length']:,}"))
+        if cut["rows_with_nothing_left"]:
+            found.append(t("datasets.q.advice.lost", rows=f"{cut['rows_with_nothing_left']:,}"))
+    if leaks["rows"]:
+        markers = ", ".join(inert_markdown(m) for m in leaks["markers"])
+        found.append(t("datasets.q.advice.markers", rows=f"{leaks['rows']:,}", markers=markers))
+    if report["exact_duplicates"]["rows"]:
+        found.append(t("datasets.q.advice.exact", rows=f"{report['exact_duplicates']['rows']:,}"))
+    if report["near_duplicates"]["rows"]:
+        found.append(t("datasets.q.advice.near", rows=f"{report['near_duplicates']['rows']:,}"))
+    short = report["short_responses"]
+    if short["rows"]:
+        found.append(t("datasets.q.advice.short", rows=f"{short['rows']:,}", chars=short["under_chars"]))
+    return found
 
 
 def _examples(indices: list) -> str:
@@ -35,12 +62,18 @@ def _examples(indices: list) -> str:
     return t("datasets.q.examples", rows=shown)
 
 
-def report_markdown(report: dict[str, Any]) -> str:
-    """The quality report's summary as Markdown; every string from the data is escaped."""
+def report_markdown(report: dict[str, Any], name: str = "") -> str:
+    """The quality report's summary as Markdown: what matters first, in words, then the
+    table of checks; every string from the data is escaped."""
     tokens, cut = report["tokens"], report["truncated"]
+    found = advice(report)
     lines = [
-        t("datasets.q.head", version=report["version"], rows=f"{report['rows']:,}", template=report["template"],
-          max_length=f"{report['max_length']:,}", model=inert_markdown(report["base_model"]), seconds=report.get("seconds", 0)),
+        t("datasets.q.head", name=inert_markdown(name), version=report["version"], rows=f"{report['rows']:,}",
+          template=report["template"], max_length=f"{report['max_length']:,}", model=inert_markdown(report["base_model"]),
+          seconds=report.get("seconds", 0)),
+        "",
+        t("datasets.q.matters"),
+        *([f"- {sentence}" for sentence in found] or [f"- {t('datasets.q.all_clear')}"]),
         "",
         t("datasets.q.table_head"),
         "| --- | ---: | --- |",
@@ -123,7 +156,10 @@ def preview_html(preview: dict[str, Any]) -> str:
     )
 
 
-def run_report(ctx: StudioContext, dataset_id: int | None, base_model: str, template: str, max_length: float | None):
+def run_report(
+    ctx: StudioContext, dataset_id: int | None, base_model: str, template: str, max_length: float | None,
+    progress: gr.Progress = gr.Progress(),
+):
     """The quality report of the newest version. Returns (message, summary, length plot,
     category plot, report state, one visibility per fix button)."""
     nothing = (None, None, None, *[gr.Button(visible=False)] * len(FIXES))
@@ -132,12 +168,21 @@ def run_report(ctx: StudioContext, dataset_id: int | None, base_model: str, temp
     if max_length is None:
         return notice("error", t("datasets.q.refused"), [t("datasets.max_length_missing")]), "", *nothing
     try:
+        name = datasets.get_dataset(ctx, dataset_id).name
+        progress(0, desc=t("datasets.q.running", name=name))
         report = datasets.quality_report(ctx, dataset_id, (base_model or "").strip(), TemplateSection(name=template or "alpaca"), int(max_length))
     except (DatasetError, NotFound) as exc:
         return refused("datasets.q.refused", exc), "", *nothing
     state = {"dataset_id": dataset_id, "version_id": report["version_id"]}
     buttons = [gr.Button(visible=fix in report["fixes"]) for fix in FIXES]
-    return "", report_markdown(report), figure(report, "lengths"), figure(report, "categories"), state, *buttons
+    return "", report_markdown(report, name), figure(report, "lengths"), figure(report, "categories"), state, *buttons
+
+
+def clear_report():
+    """Another dataset was picked: no report, fix or token preview of the last one stays.
+    Returns (message, summary, length plot, category plot, report state, fix buttons...,
+    preview, preview row #)."""
+    return "", "", None, None, None, *[gr.Button(visible=False)] * len(FIXES), "", 0
 
 
 def apply_quality_fix(ctx: StudioContext, fix: str, report: dict | None):
@@ -162,6 +207,12 @@ def preview(ctx: StudioContext, dataset_id: int | None, index: float | None, bas
     return preview_html(row)
 
 
+
+def copy_setting(value: Any) -> Any:
+    """A Train tab setting, copied into the report's matching box (follow_training)."""
+    return value
+
+
 @dataclass(frozen=True)
 class QualityPanel:
     base_model: gr.Textbox
@@ -183,10 +234,10 @@ def quality_panel() -> QualityPanel:
     with gr.Row():
         base_model = gr.Textbox(value="demo", label=t("datasets.q.model"), info=t("datasets.q.model_info"), max_length=500,
                                 elem_id="quality-model")
-        template = gr.Dropdown(choices=TEMPLATES, value=TemplateSection().name, label=t("datasets.q.template"),
+        template = gr.Dropdown(choices=TEMPLATES, value=TRAINING.template.name, label=t("datasets.q.template"),
                                elem_id="quality-template")
-        max_length = gr.Number(value=MAX_LENGTH.default, minimum=MAX_LENGTH.minimum, maximum=MAX_LENGTH.maximum,
-                               precision=0, label=t("datasets.q.max_length"), info=MAX_LENGTH.description,
+        max_length = gr.Number(value=TRAINING.training.max_length, minimum=MAX_LENGTH.minimum, maximum=MAX_LENGTH.maximum,
+                               precision=0, label=t("datasets.q.max_length"), info=t("datasets.q.max_length_info"),
                                elem_id="quality-max-length")
     run = gr.Button(t("datasets.q.run"), variant="primary", elem_id="quality-run")
     message = gr.HTML(elem_id="quality-message")

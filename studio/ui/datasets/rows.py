@@ -11,7 +11,7 @@ import gradio as gr
 from studio.core.datasets import ALPACA_FIELDS
 from studio.services import datasets
 from studio.services.context import NotFound, StudioContext
-from studio.ui.datasets.cells import CELL_CHARS, cell_text
+from studio.ui.datasets.cells import CELL_CHARS, cell_text, inert_markdown
 from studio.ui.text import t
 
 PAGE_ROWS = 20
@@ -60,12 +60,14 @@ def rows_table(page: datasets.RowPage) -> str:
     return f"<div class='rows-wrap'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
-def page_label(page: datasets.RowPage, search: str, category: str) -> str:
+def page_label(name: str, page: datasets.RowPage, search: str, category: str) -> str:
+    """'**qa**, version 2 · rows 1–20 of 30': which dataset and version the table shows."""
+    name = inert_markdown(name)
     if not page.rows:
         key = "datasets.page_none_match" if (search or category) else "datasets.page_empty"
-        return t(key, version=page.version, total=f"{page.total:,}")
+        return t(key, name=name, version=page.version, total=f"{page.total:,}")
     return t(
-        "datasets.page", version=page.version, first=f"{page.offset + 1:,}",
+        "datasets.page", name=name, version=page.version, first=f"{page.offset + 1:,}",
         last=f"{page.offset + len(page.rows):,}", total=f"{page.total:,}",
     )
 
@@ -96,20 +98,21 @@ def refresh_categories(ctx: StudioContext, dataset_id: int | None, current: str)
 
 def show_page(ctx: StudioContext, dataset_id: int | None, search: str, category: str, offset: int):
     """One page of the rows that match, from offset. Returns (table, view, label); the
-    view ({"dataset_id", "version_id", "version", "kind", "columns", "offset", "total"})
-    is what edits, deletes, splits and exports work on."""
+    view ({"dataset_id", "name", "version_id", "version", "kind", "columns", "offset",
+    "total"}) is what edits, deletes, splits and exports work on."""
     if dataset_id is None:
         return "", None, t("datasets.no_dataset")
     try:
+        name = datasets.get_dataset(ctx, dataset_id).name
         page = datasets.page_rows(ctx, dataset_id, max(0, offset), PAGE_ROWS, search or "", category or None)
     except NotFound as exc:
         return "", None, str(exc)
     view = {
-        "dataset_id": dataset_id, "version_id": page.version_id, "version": page.version,
+        "dataset_id": dataset_id, "name": name, "version_id": page.version_id, "version": page.version,
         "kind": "chat" if page.columns[:1] == ["messages"] else "alpaca", "columns": page.columns,
         "offset": page.offset, "total": page.total,
     }
-    return rows_table(page), view, page_label(page, search, category)
+    return rows_table(page), view, page_label(name, page, search, category)
 
 
 def first_page(ctx: StudioContext, dataset_id: int | None, search: str, category: str):

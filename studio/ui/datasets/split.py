@@ -43,6 +43,7 @@ class SplitPanel:
     by_column: gr.Dropdown
     stratify: gr.Dropdown
     run: gr.Button
+    message: gr.HTML
 
 
 def split_panel() -> SplitPanel:
@@ -57,4 +58,5 @@ def split_panel() -> SplitPanel:
         stratify = gr.Dropdown(choices=[(t("datasets.split_no_column"), "")], value="", allow_custom_value=True, label=t("datasets.split_stratify"),
                                info=t("datasets.split_stratify_info"), elem_id="split-stratify")
     run = gr.Button(t("datasets.split"), variant="primary", elem_id="split-btn")
-    return SplitPanel(fraction, seed, by_column, stratify, run)
+    message = gr.HTML(elem_id="split-message")
+    return SplitPanel(fraction, seed, by_column, stratify, run, message)

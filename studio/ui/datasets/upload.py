@@ -14,11 +14,17 @@ from studio.core.demo import DEMO_ROWS, demo_dataset
 from studio.services import datasets
 from studio.services.context import StudioContext
 from studio.ui.datasets.cells import CELL_CHARS, cell_text, inert_markdown
-from studio.ui.datasets.messages import refused
+from studio.ui.datasets.messages import refused, toast
 from studio.ui.text import notice, t
 
 FILE_TYPES = list(FILE_TYPE_NAMES)  # .json .jsonl .ndjson .csv .tsv .parquet
 TABLE_TYPES = ("csv", "tsv")  # files whose columns can be mapped
+# Column names that usually hold each field, best first (compared ignoring case and spaces)
+COLUMN_NAMES = {
+    "instruction": ("instruction", "prompt", "question", "query", "instructions", "task", "user"),
+    "input": ("input", "context", "inputs"),
+    "output": ("output", "response", "answer", "completion", "outputs", "target", "assistant"),
+}
 
 
 def _options(file_type: str | None, schema: str | None, mapping: tuple = ()) -> ParseOptions:
@@ -31,23 +37,45 @@ def _read(ctx: StudioContext, path: str) -> bytes:
         return f.read(int(ctx.settings.max_upload_mb * 1e6) + 1)
 
 
+def guess_columns(columns: list[str]) -> dict[str, str]:
+    """{field: column} for the fields a column's name suggests (prompt -> instruction,
+    context -> input, answer -> output, ...); each column is used once."""
+    by_name = {c.strip().lower().replace(" ", "_"): c for c in columns}
+    guess: dict[str, str] = {}
+    for target, names in COLUMN_NAMES.items():
+        column = next((by_name[n] for n in names if n in by_name and by_name[n] not in guess.values()), None)
+        if column is not None:
+            guess[target] = column
+    return guess
+
+
 def inspect_upload(ctx: StudioContext, path: str | None, file_type: str, schema: str):
     """After a file is chosen: what detection makes of it, a sample, and for a CSV/TSV
-    the mapping dropdowns, preset to the columns named like the Alpaca fields.
+    the mapping dropdowns, preset to the columns whose names suggest the Alpaca fields
+    (and the sample read with that mapping). The file emptied (after an upload) hides
+    it all and leaves the message alone.
     Returns (inspection box, mapping row, 3 mapping dropdowns, columns text, sample, message)."""
     unmapped = gr.Dropdown(choices=[(t("datasets.map_none"), "")], value="")
     hidden = (gr.Column(visible=False), gr.Row(visible=False), unmapped, unmapped, unmapped, "", None)
     if not path:
-        return *hidden, ""
+        return *hidden, gr.skip()
+    data = _read(ctx, path)
     try:
-        found = datasets.inspect_file(ctx, Path(path).name, _read(ctx, path), _options(file_type, schema))
+        found = datasets.inspect_file(ctx, Path(path).name, data, _options(file_type, schema))
+        table, file_columns = found.file_type in TABLE_TYPES, found.columns
+        guess = guess_columns(file_columns) if table else {}
+        if any(guess.get(f) != f for f in guess):  # a column named otherwise: read the rows with the guess
+            found = datasets.inspect_file(ctx, Path(path).name, data,
+                                          _options(file_type, schema, tuple(guess.get(f, "") for f in ALPACA_FIELDS)))
     except DatasetError as exc:
         return *hidden, refused("datasets.inspect_refused", exc)
-    table = found.file_type in TABLE_TYPES
-    choices = [(t("datasets.map_none"), "")] + [(c, c) for c in found.columns]
-    mapping = [gr.Dropdown(choices=choices, value=f if table and f in found.columns else "") for f in ALPACA_FIELDS]
-    names = ", ".join(inert_markdown(c) for c in found.columns) or "-"
+    choices = [(t("datasets.map_none"), "")] + [(c, c) for c in file_columns]
+    mapping = [gr.Dropdown(choices=choices, value=guess.get(f, "")) for f in ALPACA_FIELDS]
+    names = ", ".join(inert_markdown(c) for c in file_columns) or "-"
     columns = t("datasets.detected", type=found.file_type, schema=found.schema, columns=names)
+    if table:
+        pairs = ", ".join(f"{inert_markdown(c)} → {f}" for f, c in guess.items())
+        columns += "\n\n" + (t("datasets.guessed", pairs=pairs) if guess else t("datasets.not_guessed"))
     return gr.Column(visible=True), gr.Row(visible=table), *mapping, columns, _sample(found), _inspection_notice(found)
 
 
@@ -79,12 +107,16 @@ def _inspection_notice(found: datasets.FileInspection) -> str:
 
 
 def add_file(
-    ctx: StudioContext, path: str | None, name: str, accept_partial: bool, file_type: str, schema: str, *mapping: str
+    ctx: StudioContext, path: str | None, name: str, accept_partial: bool, file_type: str, schema: str, *mapping: str,
+    progress: gr.Progress = gr.Progress(),
 ):
-    """Store an uploaded file as a dataset; returns (message, added id or skip)."""
+    """Store an uploaded file as a dataset; returns (message, added id or skip, the drop
+    box: emptied once the file is stored, so the next upload starts clean)."""
     if not path:
-        return notice("error", t("datasets.no_file")), gr.skip()
-    return _store(ctx, Path(path).name, _read(ctx, path), name, accept_partial, _options(file_type, schema, mapping))
+        return notice("error", t("datasets.no_file")), gr.skip(), gr.skip()
+    progress(0, desc=t("datasets.reading", file=Path(path).name))
+    message, added = _store(ctx, Path(path).name, _read(ctx, path), name, accept_partial, _options(file_type, schema, mapping))
+    return message, added, None if isinstance(added, int) else gr.skip()
 
 
 def add_demo(ctx: StudioContext):
@@ -101,6 +133,7 @@ def _store(ctx: StudioContext, filename: str, data: bytes, name: str, accept_par
     title = t("datasets.added", name=dataset.name, id=dataset.id, rows=f"{dataset.row_count:,}", file=filename)
     if skipped:
         title += " " + t("datasets.skipped", count=len(skipped))
+    toast(title)
     return notice("ok", title, skipped), dataset.id
 
 

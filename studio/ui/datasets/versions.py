@@ -15,7 +15,8 @@ from studio.core.datasets import DatasetError
 from studio.models import DatasetVersionPublic
 from studio.services import datasets
 from studio.services.context import NotFound, StudioContext
-from studio.ui.datasets.messages import refused, saved_version
+from studio.ui.datasets.cells import inert_markdown
+from studio.ui.datasets.messages import refused, saved_version, toast
 from studio.ui.text import notice, t
 
 HISTORY_COLUMNS = ["version", "note", "rows", "hash", "created", "jobs"]
@@ -40,15 +41,31 @@ def show_history(ctx: StudioContext, dataset_id: int | None):
     return history_frame(versions), _revert_choices(versions)
 
 
+def describe(ctx: StudioContext, dataset_id: int | None) -> str:
+    """The status line under the dataset picker: which dataset and version every panel
+    below works on."""
+    if dataset_id is None:
+        return t("datasets.no_dataset")
+    try:
+        dataset = datasets.get_dataset(ctx, dataset_id)
+        note = datasets.list_versions(ctx, dataset_id)[0].note
+    except NotFound as exc:
+        return str(exc)
+    return t("datasets.status", name=inert_markdown(dataset.name), id=dataset.id, version=dataset.version,
+             rows=f"{dataset.row_count:,}", note=inert_markdown(note))
+
+
 def announce_version(ctx: StudioContext, changed: dict | None):
-    """After a change: 'version N saved: <note>', and the history with it first.
-    Returns (message, table, dropdown)."""
+    """After a change: "'qa' version N saved: <note>" as a toast and in the status line,
+    and the history with it first. Returns (status, table, dropdown)."""
     if not changed:
         return gr.skip(), gr.skip(), gr.skip()
+    name = datasets.get_dataset(ctx, changed["dataset_id"]).name
     versions = datasets.list_versions(ctx, changed["dataset_id"])
     saved = next((v for v in versions if v.id == changed["version_id"]), versions[0])
-    message = notice("ok", t("datasets.saved", version=saved.number, note=saved.note, rows=f"{saved.row_count:,}"))
-    return message, history_frame(versions), _revert_choices(versions)
+    text = t("datasets.saved", name=name, version=saved.number, note=saved.note, rows=f"{saved.row_count:,}")
+    toast(text)
+    return notice("ok", text), history_frame(versions), _revert_choices(versions)
 
 
 def _revert_choices(versions: list[DatasetVersionPublic]) -> gr.Dropdown:
@@ -77,7 +94,15 @@ def export(ctx: StudioContext, view: dict | None, fmt: str):
         return refused("datasets.export_refused", exc), None
     path = _export_folder() / filename
     path.write_bytes(data)
-    return notice("ok", t("datasets.exported", file=filename, version=view["version"])), gr.File(value=str(path), visible=True)
+    text = t("datasets.exported", name=view.get("name", ""), file=filename, version=view["version"])
+    toast(text)
+    return notice("ok", text), gr.File(value=str(path), visible=True)
+
+
+def clear_versions():
+    """Another dataset was picked: no message or download of the last one. Returns
+    (revert message, export message, file)."""
+    return "", "", gr.File(value=None, visible=False)
 
 
 EXPORT_KEEP_SECONDS = 3600
@@ -100,8 +125,10 @@ class VersionsPanel:
     table: gr.Dataframe
     choice: gr.Dropdown
     revert: gr.Button
+    revert_message: gr.HTML
     fmt: gr.Radio
     export: gr.Button
+    export_message: gr.HTML
     file: gr.File
 
 
@@ -110,10 +137,12 @@ def versions_panel() -> VersionsPanel:
     with gr.Row(equal_height=True):
         choice = gr.Dropdown(label=t("datasets.revert_select"), choices=[], scale=3, elem_id="revert-select")
         revert_btn = gr.Button(t("datasets.revert"), scale=1, elem_id="revert-btn")
+    revert_message = gr.HTML(elem_id="revert-message")
     gr.Markdown(t("datasets.export_title"))
     with gr.Row(equal_height=True):
         fmt = gr.Radio(choices=[("JSONL", "jsonl"), ("CSV", "csv")], value="jsonl", label=t("datasets.export_format"),
                        info=t("datasets.export_info"), scale=2, elem_id="export-format")
         export_btn = gr.Button(t("datasets.export"), scale=1, elem_id="export-btn")
+    export_message = gr.HTML(elem_id="export-message")
     file = gr.File(label=t("datasets.export_file"), visible=False, interactive=False, elem_id="export-file")
-    return VersionsPanel(table, choice, revert_btn, fmt, export_btn, file)
+    return VersionsPanel(table, choice, revert_btn, revert_message, fmt, export_btn, export_message, file)
