@@ -415,6 +415,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _bad_config(_request, exc: ConfigError):
         return _error(422, exc.errors)
 
+    @app.exception_handler(OverflowError)
+    async def _too_big(_request, exc: OverflowError):
+        # the database's integers are 64-bit: a route whose ids are not bounded still answers 4xx
+        return _error(422, [f"a number in the request is too large (ids are at most {MAX_ID})"])
+
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_request, exc: RequestValidationError):
         errors = []
