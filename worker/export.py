@@ -242,7 +242,7 @@ def _build(kind, quantization, source, out, checks, report, tokenizer, model, pr
         return folder
     folder = out / f"{source.label}-merged"
     report(0.4, "merging the adapter into the base")
-    dtype = save_merged(source, model, tokenizer, folder)
+    merged, dtype = save_merged(source, model, tokenizer, folder)
     del model
     if kind == "merged":
         report(0.6, "loading it back in a fresh process")
@@ -258,7 +258,10 @@ def _build(kind, quantization, source, out, checks, report, tokenizer, model, pr
         raise ExportFailed("the GGUF lost the chat template on the way (tokenizer.chat_template differs)")
     checks["metadata"]["chat_template"] = "the training template"  # shown, not the whole Jinja text
     report(0.75, "loading the GGUF back in a fresh process")
-    merged_result = check_in_fresh_process("merged", folder, source, prompts, reference.logits_file.parent)
+    # the merged model (as saved, just checked to match base + adapter) answers the way a
+    # user elsewhere asks: its own chat template, plain generate, one prompt at a time
+    merged_result = plain_answers(merged, tokenizer, [conversation(row) for row in prompts], MAX_NEW_TOKENS)
+    del merged
     result = check_in_fresh_process("gguf", gguf_path, source, prompts, reference.logits_file.parent)
     shutil.rmtree(folder)  # only the GGUF and its Modelfile are kept
     agree = [a == b for a, b in zip(result["outputs"], merged_result["outputs"])]
@@ -365,9 +368,9 @@ def write_adapter(source: Source, tokenizer, folder: Path) -> None:
     write_job_file(source, folder)
 
 
-def save_merged(source: Source, model, tokenizer, folder: Path) -> str:
+def save_merged(source: Source, model, tokenizer, folder: Path):
     """merge_and_unload (or the full model as it is) into a standard transformers folder
-    in the base model's own dtype; returns that dtype's name."""
+    in the base model's own dtype; returns (the merged model, that dtype's name)."""
     import torch
 
     merged = model if source.full else model.merge_and_unload()
@@ -375,7 +378,7 @@ def save_merged(source: Source, model, tokenizer, folder: Path) -> str:
     merged.to(getattr(torch, dtype)).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     write_job_file(source, folder)
-    return dtype
+    return merged, dtype
 
 
 def _saved_dtype(source: Source) -> str:
@@ -448,6 +451,33 @@ def compare(checks: dict, kind: str, result: dict, prompt_ids: list, reference: 
         raise ExportFailed(f"the {kind} export answers {agree.count(False)} of {len(agree)} prompts unlike the studio")
 
 
+def plain_answers(model, tokenizer, conversations: list, max_new_tokens: int, reference: list | None = None) -> dict:
+    """Prompt ids from the tokenizer's chat template, greedy answers from plain
+    `generate` one prompt at a time, and (given the reference logits) the largest logit
+    difference from them."""
+    import torch
+
+    model.eval()
+    prompt_ids, outputs, diff = [], [], 0.0
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with torch.no_grad():
+        for index, messages in enumerate(conversations):
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+            ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+            prompt_ids.append(ids)
+            tensor = torch.tensor([ids], device=next(model.parameters()).device)
+            if reference is not None:
+                logits = model(tensor).logits[0].float()
+                same_shape = logits.shape == reference[index].shape
+                diff = max(diff, float((logits - reference[index]).abs().max()) if same_shape else float("inf"))
+            generated = model.generate(
+                tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=max_new_tokens,
+                do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
+            )
+            outputs.append(tokenizer.decode(generated[0, len(ids):], skip_special_tokens=True).strip())
+    return {"prompt_ids": prompt_ids, "outputs": outputs, "max_logit_diff": diff}
+
+
 def _check_main(request_file: str) -> None:
     """`python -m worker.export check REQUEST.json`: the fresh process's side."""
     import torch
@@ -466,27 +496,9 @@ def _check_main(request_file: str) -> None:
     else:
         tokenizer = AutoTokenizer.from_pretrained(artifact)
         model = AutoModelForCausalLM.from_pretrained(artifact, dtype=torch.float32)
-    model.eval()
-    reference = torch.load(request["reference"])
-    prompt_ids, outputs, diff = [], [], 0.0
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with torch.no_grad():
-        for index, messages in enumerate(request["conversations"]):
-            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
-            ids = list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-            prompt_ids.append(ids)
-            tensor = torch.tensor([ids])
-            logits = model(tensor).logits[0].float()
-            if logits.shape == reference[index].shape:
-                diff = max(diff, float((logits - reference[index]).abs().max()))
-            else:
-                diff = float("inf")
-            generated = model.generate(
-                tensor, attention_mask=torch.ones_like(tensor), max_new_tokens=request["max_new_tokens"],
-                do_sample=False, pad_token_id=pad, eos_token_id=tokenizer.eos_token_id,
-            )
-            outputs.append(tokenizer.decode(generated[0, len(ids):], skip_special_tokens=True).strip())
-    answer = {"prompt_ids": prompt_ids, "outputs": outputs, "max_logit_diff": diff}
+    answer = plain_answers(
+        model, tokenizer, request["conversations"], request["max_new_tokens"], torch.load(request["reference"])
+    )
     if request["kind"] == "gguf":
         answer["llama_cpp"] = _llama_cpp_answers(artifact, tokenizer, request)
     print(json.dumps(answer))
