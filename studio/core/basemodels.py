@@ -69,7 +69,7 @@ def _inside(path: Path, root: Path) -> bool:
 def looks_like_path(value: str) -> bool:
     """A folder rather than a hub id: starts like a path, has backslashes or several parts,
     or names something that exists here (from_pretrained would load it as a folder)."""
-    if value.startswith(("/", ".", "~")) or "\\" in value or value.count("/") > 1 or ":" in value:
+    if value.startswith(("/", ".", "~")) or value.count("/") > 1 or any(c in value for c in "\\:\x00"):
         return True
     try:
         return os.path.lexists(value)

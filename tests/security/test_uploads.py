@@ -294,3 +294,20 @@ def test_an_upload_over_the_limit_is_refused_while_it_streams(studio):
     print(f"\nstreamed upload: refused after {sent['bytes'] / 1e6:.1f} MB sent of up to 100 MB, in {took:.2f} s; "
           f"files in the studio's Gradio folder: {gradio_files}")
     assert sent["bytes"] < 100_000_000
+
+
+def test_gradio_folders_are_the_studios_own_and_analytics_off(settings, monkeypatch):
+    """Set before the Blocks is built, read by Gradio when it is: uploads and cache land in
+    the data dir (the traversal test's RCE case sees an upload there), analytics stay off."""
+    import gradio.utils
+
+    from studio.app import use_own_gradio_folder
+
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.delenv("GRADIO_ANALYTICS_ENABLED", raising=False)
+    use_own_gradio_folder(settings)
+    assert gradio.utils.get_upload_folder() == str(settings.gradio_dir)
+    assert settings.gradio_dir.is_dir() and settings.gradio_dir.is_relative_to(settings.data_dir.resolve())
+    from gradio.analytics import analytics_enabled
+
+    assert analytics_enabled() is False
