@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from studio import lifecycle
 from studio.core.basemodels import ModelAccess
+from studio.core.estimate import check_devices, detect_device
 from studio.core.config import JobConfig
 from studio.core.paths import JobPaths, resolve_inside
 from studio.db import engine_for, session_scope
@@ -52,6 +53,9 @@ def run_job(job_id: int) -> str:
     run.log(f"attempt {job.attempts} started on {owner}")
     status, error = JobStatus.failed, None
     try:
+        lacking = check_devices(run.config.training, detect_device()) if run.config.training.devices > 1 else None
+        if lacking:  # launched when a bigger worker was up, or asked for over the API of an old studio
+            raise recipe.SetupError(f"{lacking}: lower training.devices or run it on a worker that has them")
         with Heartbeat(run):
             outcome = distributed.run(run, settings) if run.config.training.devices > 1 else recipe.run(run)
         status = JobStatus.succeeded if outcome == "succeeded" else JobStatus.cancelled
