@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from studio.core.demo import DEMO_ROWS
 from tests.conftest import wait_until
 from tests.e2e.conftest import SHOTS
 
@@ -52,18 +53,22 @@ def test_prepare_a_dataset_in_the_browser(settings, start_server, tmp_path, proc
     page.goto(url)
     data = qa_csv(tmp_path / "qa.csv")
 
-    # Upload: the CSV's columns are shown and mapped to the Alpaca fields.
+    # Upload: the CSV's columns are shown and guessed from their names; unmapped, the file
+    # cannot be read; mapped again, it can. A stored file leaves the drop box empty.
     page.locator("#dataset-file input[type=file]").set_input_files(str(data))
     page.locator("#dataset-mapping").wait_for()
     assert "question, context, answer, category" in text_of(page, "#dataset-columns")
-    assert "missing column" in text_of(page, "#dataset-message")
-    pick(page, "map-instruction", "question")
-    pick(page, "map-input", "context")
+    assert "question → instruction, context → input, answer → output" in text_of(page, "#dataset-columns")
+    page.locator("#dataset-message .notice-ok").wait_for()
+    pick(page, "map-output", "(not mapped)")
+    page.locator("#dataset-message").get_by_text("missing column").first.wait_for()
     pick(page, "map-output", "answer")
     page.locator("#dataset-message .notice-ok").wait_for()
     page.click("#dataset-add")
     page.locator("#dataset-message").get_by_text("27 rows from qa.csv").wait_for()
-    page.locator("#rows-page").get_by_text("Version 1 · rows 1–20 of 27").wait_for()
+    page.locator("[data-testid=toast-body]").get_by_text("27 rows from qa.csv").first.wait_for()
+    page.locator("#rows-page").get_by_text("qa, version 1 · rows 1–20 of 27").wait_for()
+    wait_until(lambda: page.locator("#dataset-file").get_by_text("qa.csv").count() == 0, 10, 0.1, "an empty drop box")
 
     # A cell holding HTML shows as text and never runs (table, category filter, report).
     page.locator("#rows-search textarea").fill("onerror")
@@ -81,9 +86,10 @@ def test_prepare_a_dataset_in_the_browser(settings, start_server, tmp_path, proc
     assert page.locator("#preview-table tr.current").count() == 1  # the clicked row stays highlighted
     page.locator("#edit-value textarea").fill("six")
     page.click("#edit-save")
-    page.locator("#dataset-change-message").get_by_text("Version 2 saved: edited 'output' of row 3").wait_for()
+    page.locator("#dataset-status").get_by_text("'qa' version 2 saved: edited 'output' of row 3").wait_for()
+    page.locator("[data-testid=toast-body]").get_by_text("'qa' version 2 saved").first.wait_for()
     cell(page, "preview-table", "six", exact=True).wait_for()
-    assert "Version 2" in text_of(page, "#rows-page")
+    assert "qa, version 2" in text_of(page, "#rows-page")
 
     # Quality report: its histogram draws; drop the duplicates it found: version 3.
     page.get_by_role("tab", name="Quality and token preview").click()
@@ -93,7 +99,7 @@ def test_prepare_a_dataset_in_the_browser(settings, start_server, tmp_path, proc
     assert "| exact duplicates |" not in text_of(page, "#quality-summary")  # rendered as a table
     assert "exact duplicates" in text_of(page, "#quality-summary") and XSS in text_of(page, "#quality-summary")
     page.click("#fix-drop_duplicates")
-    page.locator("#dataset-change-message").get_by_text("Version 3 saved: drop exact duplicates").wait_for()
+    page.locator("#dataset-status").get_by_text("'qa' version 3 saved: drop exact duplicates").wait_for()
     page.locator("#fix-drop_duplicates").wait_for(state="hidden")  # the report re-ran on version 3
 
     # Token preview: the trained response apart from the masked prompt.
@@ -122,18 +128,81 @@ def test_prepare_a_dataset_in_the_browser(settings, start_server, tmp_path, proc
     page.get_by_role("tab", name="Rows", exact=True).click()
     page.locator("#rows-search textarea").fill("")
     page.locator("#rows-search textarea").press("Enter")
-    page.locator("#rows-page").get_by_text("Version 3 · rows 1–20 of 25").wait_for()
+    page.locator("#rows-page").get_by_text("qa, version 3 · rows 1–20 of 25").wait_for()
     page.locator("#preview-table tr[data-index='1']").click(modifiers=["Control"])
     page.locator("#preview-table tr[data-index='4']").click(modifiers=["Control"])
     box = page.locator("#delete-rows textarea")
     wait_until(lambda: box.is_visible() and box.input_value() == "1, 4", 10, 0.1, "rows 1 and 4 in the delete box")
     assert page.locator("#preview-table tr.marked").count() == 2
     page.click("#delete-btn")
-    page.locator("#dataset-change-message").get_by_text("Version 4 saved: deleted 2 rows (1, 4)").wait_for()
-    page.locator("#rows-page").get_by_text("Version 4 · rows 1–20 of 23").wait_for()
+    page.locator("#dataset-status").get_by_text("'qa' version 4 saved: deleted 2 rows (1, 4)").wait_for()
+    page.locator("#rows-page").get_by_text("qa, version 4 · rows 1–20 of 23").wait_for()
     wait_until(lambda: box.input_value() == "", 10, 0.1, "the delete box to empty")
 
     assert page.evaluate("window.__xss") is None
     assert page.locator("img[src=x]").count() == 0
     page.screenshot(path=str(SHOTS / "studio-e2e-datasets-versions.png"), full_page=True)
     print(f"datasets browser e2e took {time.monotonic() - started:.1f}s")
+
+
+def test_every_panel_follows_the_dataset_picked(settings, start_server, tmp_path, processes, page):
+    """Two datasets; a row of the first in the edit form; pick the second: the form, the
+    report and the messages of the first are gone, Save cannot write into the first, and
+    an edit of the second makes a version of the second only (checked over the REST API)."""
+    url = start_server(settings)
+    page.goto(url)
+    tsv = tmp_path / "second.tsv"
+    tsv.write_text("prompt\tcompletion\n" + "".join(f"Spell {i}.\t{i}\n" for i in range(8)), encoding="utf-8")
+
+    page.click("#dataset-demo")
+    page.locator("#dataset-status").get_by_text("demo tasks (id 1) · version 1").wait_for()
+    page.locator("#dataset-file input[type=file]").set_input_files(str(tsv))
+    page.locator("#dataset-columns").get_by_text("prompt → instruction, completion → output").wait_for()
+    page.locator("#dataset-message .notice-ok").wait_for()
+    page.click("#dataset-add")
+    page.locator("#rows-page").get_by_text("second, version 1 · rows 1–8 of 8").wait_for()
+    page.locator("#dataset-status").get_by_text("second (id 2) · version 1 · 8 rows").wait_for()
+
+    # The demo data's own report: the cutoff of the demo preset, and advice on its duplicates.
+    pick(page, "preview-select", f"demo tasks (id 1, {DEMO_ROWS} rows)")
+    page.locator("#rows-page").get_by_text("demo tasks, version 1").wait_for()
+    page.get_by_role("tab", name="Quality and token preview").click()
+    assert page.locator("#quality-max-length input").input_value() == "128"
+    page.click("#quality-run")
+    summary = page.locator("#quality-summary")
+    summary.get_by_text("cutoff 128 tokens").wait_for(timeout=120_000)
+    assert "exact duplicates: drop them, or keep them if repetition is intended" in summary.inner_text()
+    page.screenshot(path=str(SHOTS / "studio-e2e-follow-report.png"), full_page=True)
+
+    # A row of the demo dataset in the edit form ...
+    page.get_by_role("tab", name="Rows", exact=True).click()
+    page.locator("#preview-table tr[data-index='2']").click()
+    wait_until(lambda: page.locator("#edit-value textarea").input_value() != "", 10, 0.1, "the row in the edit form")
+    assert "'demo tasks', version 1" in text_of(page, "#edit-field")
+
+    # ... then the second dataset picked: nothing of the demo dataset stays.
+    pick(page, "preview-select", "second (id 2, 8 rows)")
+    page.locator("#rows-page").get_by_text("second, version 1 · rows 1–8 of 8").wait_for()
+    wait_until(lambda: page.locator("#edit-value textarea").input_value() == "", 10, 0.1, "an empty edit form")
+    assert "demo tasks" not in text_of(page, "#edit-panel")
+    page.click("#edit-save")
+    page.locator("#edit-message").get_by_text("Pick a row first").wait_for()  # next to the button
+    page.get_by_role("tab", name="Quality and token preview").click()
+    wait_until(lambda: "demo tasks" not in text_of(page, "#quality-summary"), 10, 0.1, "the old report gone")
+    page.get_by_role("tab", name="Rows", exact=True).click()
+
+    # An edit now goes to the second dataset, and only there.
+    page.locator("#preview-table tr[data-index='3']").click()
+    wait_until(lambda: page.locator("#edit-value textarea").input_value() == "3", 10, 0.1, "row 3 of second")
+    page.locator("#edit-value textarea").fill("three")
+    page.click("#edit-save")
+    page.locator("[data-testid=toast-body]").get_by_text("'second' version 2 saved: edited 'output' of row 3").first.wait_for()
+    page.locator("#dataset-status").get_by_text("'second' version 2 saved").wait_for()
+    page.screenshot(path=str(SHOTS / "studio-e2e-follow-edit.png"), full_page=True)
+
+    listed = {d["id"]: d for d in page.request.get(f"{url}/api/datasets").json()}
+    assert (listed[1]["name"], listed[1]["version"]) == ("demo tasks", 1)
+    assert (listed[2]["name"], listed[2]["version"]) == ("second", 2)
+    rows = page.request.get(f"{url}/api/datasets/2/rows").json()
+    assert rows[3]["output"] == "three" and rows[3]["instruction"] == "Spell 3."
+

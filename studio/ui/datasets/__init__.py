@@ -76,19 +76,17 @@ def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
     gr.on([page.load, added.change], bind(listing.show_datasets, ctx), [added], [table, selected], show_progress="hidden")
     table.select(listing.pick_dataset_row, None, selected)
     page_in, page_out = [selected, browse.search, browse.category], [browse.table, view, browse.label]
-    selected.change(bind(rows.reset_filters, ctx), [selected], [browse.category, browse.search]).then(
+    # The emptying comes first in the chain, so nothing of the last dataset can land
+    # after the new one's first page (a report of it, say, run in between).
+    report_out = [report.message, report.summary, report.lengths, report.categories, report.report, *report.fixes]
+    forgotten = [form.message, editing, form.field, form.value, form.row, form.index, form.delete_text,
+                 form.add_message, form.delete_message, *report_out, report.preview_html, report.preview_index,
+                 history.revert_message, history.export_message, history.file, splitting.message]
+    selected.change(forget_last_dataset, None, forgotten, show_progress="hidden").then(
+        bind(rows.reset_filters, ctx), [selected], [browse.category, browse.search]).then(
         bind(rows.first_page, ctx), page_in, page_out)
     selected.change(bind(versions.show_history, ctx), [selected], [history.table, history.choice])
     selected.change(bind(versions.describe, ctx), [selected], status, show_progress="hidden")
-    selected.change(edit.clear_form, None, [form.message, editing, form.field, form.value, form.row, form.index,
-                                            form.delete_text, form.add_message, form.delete_message],
-                    show_progress="hidden")
-    report_out = [report.message, report.summary, report.lengths, report.categories, report.report, *report.fixes]
-    selected.change(quality.clear_report, None, [*report_out, report.preview_html, report.preview_index],
-                    show_progress="hidden")
-    selected.change(versions.clear_versions, None, [history.revert_message, history.export_message, history.file],
-                    show_progress="hidden")
-    selected.change(messages.cleared, None, splitting.message, show_progress="hidden")
     gr.on([browse.search.submit, browse.category.input], bind(rows.first_page, ctx), page_in, page_out)
     browse.prev.click(bind(rows.previous_page, ctx), [*page_in, view], page_out)
     browse.next.click(bind(rows.next_page, ctx), [*page_in, view], page_out)
@@ -129,6 +127,12 @@ def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
     changed.change(bind(listing.refresh_datasets, ctx), None, [table, selected], show_progress="hidden")
     return DatasetsTab(added=added, changed=changed,
                        report_settings=(report.base_model, report.template, report.max_length))
+
+
+def forget_last_dataset():
+    """Another dataset was picked: the edit forms, the report and token preview, the
+    download and every message of the last one are emptied."""
+    return *edit.clear_form(), *quality.clear_report(), *versions.clear_versions(), messages.cleared()
 
 
 def follow_training(tab: DatasetsTab, base_model: gr.Component, template: gr.Component, max_length: gr.Component) -> None:
