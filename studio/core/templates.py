@@ -388,17 +388,51 @@ def _check_format(spec: str) -> None:
             raise _too_long(int(number[:13]))
 
 
-def _sized_filter(function):
-    """A built-in filter that builds text to a width, checked first."""
+def _check_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
+    """s.replace(a, b) grows by len(b) - len(a) for each a in s: squared when b is s itself."""
+    if isinstance(text, str) and isinstance(old, str) and isinstance(new, str) and len(new) > len(old):
+        times = text.count(old) if old else len(text) + 1
+        if isinstance(count, int) and count >= 0:
+            times = min(times, count)
+        size = len(text) + times * (len(new) - len(old))
+        if size > _max_chars():
+            raise _too_long(size)
 
-    @functools.wraps(function)
-    def checked(value, *args, **kwargs):
-        _check_sizes(args, kwargs)
-        if isinstance(value, str) and function.__name__ == "do_format":
-            _check_format(value)
-        return function(value, *args, **kwargs)
+
+def _checked_size(value: Any) -> Any:
+    """A value a template built, refused when it is bigger than the output limit."""
+    if isinstance(value, (str, list, tuple, dict)) and len(value) > _max_chars():
+        raise _too_long(len(value))
+    return value
+
+
+WIDTH_FILTERS = ("center", "format", "indent")  # build text to a size their arguments give
+
+
+def _sized_filter(name: str, function):
+    """A built-in filter whose result is size-checked (and, for the width filters, whose
+    arguments are checked before it runs)."""
+
+    @functools.wraps(function)  # keeps jinja's pass_context / pass_environment marks
+    def checked(*args, **kwargs):
+        if name in WIDTH_FILTERS:
+            _check_sizes(args[1:], kwargs)
+            if name == "format" and isinstance(args[0], str):
+                _check_format(args[0])
+        elif name == "replace" and len(args) >= 4:  # (eval context, s, old, new[, count])
+            _check_replace(*args[1:5])
+        return _checked_size(function(*args, **kwargs))
 
     return checked
+
+
+def _bounded_join(items: list) -> str:
+    """What `a ~ b` builds, checked against the output limit before it is joined."""
+    parts = [str(item) for item in items]
+    size = sum(len(part) for part in parts)
+    if size > _max_chars():
+        raise _too_long(size)
+    return "".join(parts)
 
 
 def _bounded_iter(iterable):
@@ -412,33 +446,48 @@ def _bounded_iter(iterable):
 def _sandbox_class():
     from jinja2 import nodes
     from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2.visitor import NodeTransformer
+
+    class Bound(NodeTransformer):
+        """Every for-loop iterates through _bounded_iter and every `~` joins through
+        _bounded_join, so loops that neither call nor print read the clock, and a string
+        doubled by `~` in a loop stops at the output limit."""
+
+        def visit_For(self, node):
+            node = self.generic_visit(node)
+            node.iter = nodes.Filter(node.iter, "_studio_bounded", [], [], None, None, lineno=node.iter.lineno)
+            return node
+
+        def visit_Concat(self, node):
+            node = self.generic_visit(node)
+            return nodes.Filter(nodes.List(node.nodes), "_studio_join", [], [], None, None, lineno=node.lineno)
 
     class BoundedSandbox(ImmutableSandboxedEnvironment):
         """Jinja's immutable sandbox (no attribute escapes, range at most 100k) plus a clock
-        on every loop, call and attribute, and bounds on what * and ** can build. Loops that
-        neither call nor print are caught because every for-loop's iterable is wrapped."""
+        on every loop, call and attribute, and a size bound on what every operator, call
+        and filter builds: nothing a template makes grows past the output limit (giant
+        sizes asked for outright, like 'x' * 10**10, are refused before they are built)."""
 
-        intercepted_binops = frozenset(["*", "**", "%"])
+        intercepted_binops = frozenset(["*", "**", "%", "+"])
 
         def call_binop(self, context, operator, left, right):
-            if operator == "%":
-                if isinstance(left, str):
-                    _check_format(left)
-                return left % right
-            if operator == "**":
+            if operator == "%" and isinstance(left, str):
+                _check_format(left)
+            elif operator == "**":
                 if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(left) > 1 and right > 64:
                     raise TemplateLimit(f"the custom template computes {left!r} ** {right!r}, too big a number")
-                return left**right
-            if isinstance(left, int) and isinstance(right, (str, list, tuple)):
-                left, right = right, left
-            if isinstance(left, (str, list, tuple)) and isinstance(right, int) and len(left) * right > _max_chars():
-                raise _too_long(len(left) * right)
-            return left * right
+            elif operator == "*":
+                text, times = (right, left) if isinstance(left, int) else (left, right)
+                if isinstance(text, (str, list, tuple)) and isinstance(times, int) and len(text) * times > _max_chars():
+                    raise _too_long(len(text) * times)
+            return _checked_size(super().call_binop(context, operator, left, right))
 
         def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's signature)
             _check_clock()
             _check_sizes(args, kwargs)
-            return super().call(__context, __obj, *args, **kwargs)
+            if getattr(__obj, "__name__", "") == "replace" and isinstance(getattr(__obj, "__self__", None), str):
+                _check_replace(__obj.__self__, *args[:3])
+            return _checked_size(super().call(__context, __obj, *args, **kwargs))
 
         def getattr(self, obj, attribute):
             _check_clock()
@@ -447,10 +496,7 @@ def _sandbox_class():
             return super().getattr(obj, attribute)
 
         def _parse(self, source, name, filename):
-            tree = super()._parse(source, name, filename)
-            for loop in tree.find_all(nodes.For):
-                loop.iter = nodes.Filter(loop.iter, "_studio_bounded", [], [], None, None, lineno=loop.iter.lineno)
-            return tree
+            return Bound().visit(super()._parse(source, name, filename))
 
     return BoundedSandbox
 
@@ -458,11 +504,11 @@ def _sandbox_class():
 @lru_cache(maxsize=16)
 def _compile_custom(source: str):
     env = _sandbox_class()(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters["_studio_bounded"] = _bounded_iter
     for name in ("lipsum", "cycler", "joiner"):  # no chat template needs them: less to attack
         env.globals.pop(name, None)
-    for name in ("center", "format", "indent"):
-        env.filters[name] = _sized_filter(env.filters[name])
+    env.filters = {name: _sized_filter(name, function) for name, function in env.filters.items()}
+    env.filters["_studio_bounded"] = _bounded_iter
+    env.filters["_studio_join"] = _bounded_join
     return env.from_string(source)
 
 
@@ -474,12 +520,11 @@ def render_custom(source: str, limits: RenderLimits | None = None, **variables: 
     token = _RENDER.set((time.monotonic() + limits.seconds, limits))
     try:
         pieces, size = [], 0
-        for piece in template.generate(**variables):
+        for piece in template.generate(**variables):  # loops and calls read the clock themselves
             size += len(piece)
             if size > limits.max_chars:
                 raise _too_long(size)
             pieces.append(piece)
-            _check_clock()
         return "".join(pieces)
     finally:
         _RENDER.reset(token)

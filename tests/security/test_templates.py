@@ -1,6 +1,7 @@
 """Custom Jinja templates as an attacker writes them: a sandbox-escape set (0 escapes) and
 a runaway set (nested ranges, string and list multiplication, format widths, recursion
-through macros), each stopped within its limit; in the web app (preview and quality
+through macros, strings doubled by ~, +, join, replace, % and format), each stopped within
+its limit and without building anything past the output limit; in the web app (preview and quality
 report over HTTP) and in the worker's data preparation, where a cancel and the
 preparation time limit are honoured mid-way."""
 
@@ -79,6 +80,13 @@ RUNAWAYS = [
     "{% macro f(n) %}{{ f(n) }}{{ f(n) }}{% endmacro %}{{ f(1) }}",
     "{% for m in messages recursive %}{{ loop(messages) }}{% endfor %}",
     "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}",
+    "{% set ns = namespace(s=[1]) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s|length }}",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = [ns.s, ns.s]|join %}{% endfor %}{{ ns.s }}",
+    "{% set ns = namespace(s='xx') %}{% for i in range(40) %}{% set ns.s = ns.s|replace('x', ns.s) %}{% endfor %}",
+    "{% set ns = namespace(s='xx') %}{% for i in range(40) %}{% set ns.s = ns.s.replace('x', ns.s) %}{% endfor %}",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = '%s%s' % (ns.s, ns.s) %}{% endfor %}",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = '{}{}'.format(ns.s, ns.s) %}{% endfor %}",
 ]
 
 LIMITS = RenderLimits(seconds=1.0, max_chars=100_000)
