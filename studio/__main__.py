@@ -118,6 +118,7 @@ def infer(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on (default: STUDIO_INFER_URL's).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port to listen on (default: STUDIO_INFER_URL's).")] = None,
     data_dir: DataOpt = None,
+    preload: Annotated[list[str], typer.Option(help="Base models to load at start (repeat; none: --preload '').")] = ["demo"],
 ) -> None:
     """Run the model host: base models kept in memory, checkpoints as adapters, for chat and /v1."""
     from urllib.parse import urlsplit
@@ -125,7 +126,7 @@ def infer(
     import uvicorn
 
     from studio.core.basemodels import ModelAccess
-    from worker.infer.engine import Engine
+    from worker.infer.engine import Engine, GenerateRequest, ModelSpec
     from worker.infer.host import create_host
 
     settings = _settings(data_dir)
@@ -133,6 +134,8 @@ def infer(
     host, port = host or url.hostname or "127.0.0.1", port or url.port or 7862
     engine = Engine(settings.artifacts_root, ModelAccess.from_settings(settings), settings.infer_memory_gb,
                     settings.infer_load_in, cache_entries=settings.infer_cache_entries).start()
+    for base in filter(None, preload):  # the first chat answers without waiting for a load
+        engine.submit(GenerateRequest(model=ModelSpec(id=base, base=base), prompt="hello", max_tokens=1), lambda _: None)
     typer.echo(f"model host on http://{host}:{port}  ({engine.device}, budget {engine.budget / 1024**3:.1f} GB)")
     try:
         uvicorn.run(create_host(engine, settings.infer_token), host=host, port=port, log_level="warning")

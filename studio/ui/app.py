@@ -18,7 +18,7 @@ from studio.access import Role
 from studio.gate import UiRules
 from studio.services import accounts
 from studio.services.context import StudioContext
-from studio.ui import admin_tab, datasets_tab, jobs_tab, train_tab
+from studio.ui import admin_tab, chat_tab, datasets_tab, jobs_tab, train_tab
 from studio.ui.text import t
 
 TRAINERS = frozenset({Role.trainer, Role.admin})
@@ -92,7 +92,9 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
                 with gr.Tab(t("tab.train"), id="train", elem_id="tab-train") as train_tab_item:
                     train = train_tab.build(ctx, page, train_tab_item, tabs, data)
                 with gr.Tab(t("tab.jobs"), id=jobs_tab.TAB_ID, elem_id="tab-jobs"):
-                    jobs_tab.build(ctx, page, train.launched)
+                    jobs = jobs_tab.build(ctx, page, train.launched)
+                with gr.Tab(t("tab.chat"), id=chat_tab.TAB_ID, elem_id="tab-chat") as chat_item:
+                    chat_tab.build(ctx, page, tabs, chat_item, jobs.selected, jobs.chat)
                 admin_item = gr.Tab(t("tab.admin"), id="admin", elem_id="tab-admin", visible=False)
 
             def show_user(request: gr.Request):

@@ -40,6 +40,7 @@ class JobsTab:
     """Handles: `selected` is the job shown on the dashboard."""
 
     selected: gr.Dropdown
+    chat: gr.Button  # opens the Chat tab with the selected job (wired by the Chat tab)
 
 
 # --- views (pure: data in, what to show out) ------------------------------------------
@@ -276,6 +277,7 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State) -> JobsTab:
         with gr.Column(scale=1, min_width=180):
             cancel_btn = gr.Button(t("jobs.cancel"), variant="stop", size="md", interactive=False, elem_id="job-cancel")
             clone_btn = gr.Button(t("jobs.clone"), size="md", interactive=False, elem_id="job-clone")
+            chat_btn = gr.Button(t("jobs.chat"), size="md", elem_id="job-chat")
     message = gr.HTML(elem_id="job-message")
     status = gr.HTML(t("jobs.none"), elem_id="job-status")
     figures = gr.Markdown(elem_id="job-figures")
@@ -305,4 +307,4 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State) -> JobsTab:
     selected.change(bind(show_config, ctx), selected, config, show_progress="hidden")
     cancel_btn.click(bind(cancel, ctx), selected, message)
     clone_btn.click(bind(clone, ctx), selected, [message, cloned])
-    return JobsTab(selected=selected)
+    return JobsTab(selected=selected, chat=chat_btn)
