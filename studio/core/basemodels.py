@@ -14,12 +14,18 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 DEMO = "demo"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_SECONDS = 10.0  # an unreachable hub retries for ~30 s per file: the web app waits this long at most
+# Hub lookups the web app has in flight at once; more are refused at once rather than queued,
+# so a flood of hub ids typed offline can hold at most these threads.
+_HUB_SLOTS = threading.BoundedSemaphore(4)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,39 @@ def _trust_key(value: str) -> str:
         except (OSError, RuntimeError, ValueError):
             return value
     return value
+
+
+def bounded_load(load: Callable[[], T], value: str, seconds: float | None = None) -> T:
+    """Run `load` (a from_pretrained of base model `value`) for the web app. A local folder
+    or 'demo' loads at once; a hub id loads on one of a few threads and waits at most
+    `seconds` (default HUB_SECONDS), so an unreachable hub never holds a request long.
+    Raises OSError saying so."""
+    if value == DEMO or looks_like_path(value):
+        return load()
+    seconds = HUB_SECONDS if seconds is None else seconds
+    if not _HUB_SLOTS.acquire(blocking=False):
+        raise OSError(f"too many Hugging Face hub lookups at once; try '{value[:200]}' again shortly")
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = load()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+        finally:
+            _HUB_SLOTS.release()
+
+    thread = threading.Thread(target=run, name="hub-lookup", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise OSError(
+            f"the Hugging Face hub did not answer for '{value[:200]}' within {seconds:g} s; without internet use a "
+            "local model folder or 'demo' (and set HF_HUB_OFFLINE=1)"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def resolve_base_model(value: str) -> str:

@@ -281,12 +281,14 @@ def preview_job(config: JobConfig, device: Device | None = None) -> Plan:
     says why, so the form can still be shown."""
     from transformers import AutoConfig
 
-    from studio.core.basemodels import resolve_base_model
+    from studio.core.basemodels import bounded_load, resolve_base_model
 
     device = device or detect_device()
+    base = config.model.base_model
     try:
-        model_config = AutoConfig.from_pretrained(
-            resolve_base_model(config.model.base_model), trust_remote_code=config.model.trust_remote_code
+        model_config = bounded_load(
+            lambda: AutoConfig.from_pretrained(resolve_base_model(base), trust_remote_code=config.model.trust_remote_code),
+            base,
         )
         shape = read_shape(model_config)
         counts = count_parameters(model_config, config.adapter)

@@ -640,10 +640,10 @@ def load_tokenizer(base_model: str):
     DatasetError naming the model when it cannot be loaded."""
     from transformers import AutoTokenizer
 
-    from studio.core.basemodels import resolve_base_model
+    from studio.core.basemodels import bounded_load, resolve_base_model
 
     try:
-        return AutoTokenizer.from_pretrained(resolve_base_model(base_model))
+        return bounded_load(lambda: AutoTokenizer.from_pretrained(resolve_base_model(base_model)), base_model)
     except Exception as exc:  # a missing or broken folder, no internet for a hub id
         raise DatasetError(
             [f"base_model: could not load the tokenizer of '{base_model}' ({type(exc).__name__}: {str(exc)[:200]})"]

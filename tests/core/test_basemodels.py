@@ -93,3 +93,48 @@ def test_settings_read_lists_from_the_environment(monkeypatch, tmp_path):
 
     default = Settings(data_dir=tmp_path, model_dirs=[])
     assert default.model_roots == [(tmp_path / "models").resolve(), Path(HF_HUB_CACHE).resolve()]
+
+
+def test_hub_lookups_are_bounded_in_time_and_number(tmp_path):
+    import threading
+    import time
+
+    import pytest
+
+    from studio.core import basemodels
+
+    release = threading.Event()
+    started = time.perf_counter()
+    with pytest.raises(OSError, match="did not answer for 'org/slow' within 0.2 s"):
+        basemodels.bounded_load(lambda: release.wait(30), "org/slow", seconds=0.2)
+    assert time.perf_counter() - started < 1.0
+    for _ in range(3):  # three more lookups hang: the four slots are taken
+        with pytest.raises(OSError):
+            basemodels.bounded_load(lambda: release.wait(30), "org/slow", seconds=0.05)
+    with pytest.raises(OSError, match="too many Hugging Face hub lookups at once"):
+        basemodels.bounded_load(lambda: "never runs", "org/fast")
+    assert basemodels.bounded_load(lambda: "local", str(tmp_path)) == "local"  # folders never wait for a slot
+    release.set()
+    time.sleep(0.2)
+    assert basemodels.bounded_load(lambda: "answer", "org/fast") == "answer"
+    with pytest.raises(ValueError, match="bad"):
+        basemodels.bounded_load(lambda: (_ for _ in ()).throw(ValueError("bad")), "org/fast")
+
+
+def test_a_plan_for_an_unreachable_hub_id_answers_in_time(ctx, alpaca_file, monkeypatch):
+    """No internet here: the hub retries for ~30 s a file; the plan says so after HUB_SECONDS."""
+    import time
+
+    from studio.core import basemodels
+    from studio.services import jobs
+    from tests.conftest import upload_file
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(basemodels, "HUB_SECONDS", 1.0)
+    dataset_id = upload_file(ctx, alpaca_file)
+    started = time.perf_counter()
+    preview = jobs.preview_launch(ctx, dataset_id, "studio-test/unreachable-model")
+    took = time.perf_counter() - started
+    assert any("Cannot size 'studio-test/unreachable-model'" in w for w in preview.plan.warnings), preview.plan.warnings
+    assert took < 5, took
+    print(f"\nplan for an unreachable hub id answered in {took:.1f} s")
