@@ -19,7 +19,8 @@ For the demo base + demo dataset + demo preset, capped at --steps steps, prints:
     python bench/overhead.py [--steps 30] [--repeats 2] [--brokers embedded,redis]
     python bench/overhead.py --quick      # 10 steps, one repeat
 
-Redis: BENCH_REDIS_URL, default redis://127.0.0.1:6379/14 (skipped if it does not answer).
+Redis: a private redis-server on a free port (never a Redis this script did not start), or
+BENCH_REDIS_URL if set (its database is used as is; skipped if it does not answer).
 """
 
 from __future__ import annotations
@@ -232,6 +233,35 @@ def studio_runs(settings, steps: int, repeats: int, processes: Processes, workdi
     return {"timed": timed, "directs": directs, "latency": latency, "back_to_back_queue": line["claimed"] - job["t_post"]}
 
 
+@contextlib.contextmanager
+def private_redis():
+    """A redis-server of our own on a free port, or None when the binary is missing."""
+    import shutil
+    import socket
+    import subprocess
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", workdir], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        for _ in range(100):
+            if redis_answers(url):
+                break
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def redis_answers(url: str) -> bool:
     import redis
 
@@ -266,13 +296,21 @@ def main() -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         plain = plain_trainer(args.steps, workdir)
     print(f"plain transformers+peft Trainer: {plain:7.2f} s  (same steps, no probes / eval; reference)", flush=True)
+    with contextlib.ExitStack() as stack:
+        redis_url = os.environ.get("BENCH_REDIS_URL")
+        if redis_url is None and "redis" in args.brokers:
+            redis_url = stack.enter_context(private_redis())
+        run_brokers(args, workdir, redis_url)
+
+
+def run_brokers(args, workdir: Path, redis_url: str | None) -> None:
     for broker in args.brokers.split(","):
         overrides = {}
         if broker == "redis":
-            overrides["broker_url"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-            if not redis_answers(overrides["broker_url"]):
-                print(f"\n[redis] skipped: nothing answers at {overrides['broker_url']}")
+            if not redis_url or not redis_answers(redis_url):
+                print(f"\n[redis] skipped: {'nothing answers at ' + redis_url if redis_url else 'no redis-server binary'}")
                 continue
+            overrides["broker_url"] = redis_url
         settings = make_settings(workdir / broker, **overrides)
         processes = Processes(Path(tempfile.mkdtemp(prefix=f"logs-{broker}-")))
         try:
