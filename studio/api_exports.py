@@ -5,25 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from studio.access import Role, require
+from studio.api import Ctx
 from studio.models import ExportPublic
 from studio.services import exports as export_service
-from studio.services.context import StudioContext
 from studio.services.exports import ExportRefused
 
 router = APIRouter(prefix="/api", tags=["exports"])
 TRAINER = [Depends(require(Role.trainer))]
-
-
-def get_ctx(request: Request) -> StudioContext:
-    return request.app.state.ctx
-
-
-Ctx = Annotated[StudioContext, Depends(get_ctx)]
 
 
 class ExportCreate(BaseModel):
