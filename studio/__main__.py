@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -98,18 +99,44 @@ def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, 
     settings = _settings(data_dir, host=host, port=port, no_auth=no_auth or None)
     upgrade(settings.db_url)
     _check_mode(settings)
-    typer.echo(f"studio on http://{settings.host}:{settings.port}  (data: {settings.data_dir})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                                           log_level="warning"))
+    # The address is said once the page answers there (building the UI takes seconds).
+    announce = f"studio ready on http://{settings.host}:{settings.port}  (data: {settings.data_dir})"
+    threading.Thread(target=_say_when_started, args=(server, announce), daemon=True).start()
+    server.run()
+
+
+def _say_when_started(server, text: str) -> None:
+    while not server.started:
+        if server.should_exit:
+            return
+        time.sleep(0.1)
+    typer.echo(text)
 
 
 @app.command()
-def worker(data_dir: DataOpt = None, name: Annotated[str, typer.Option(help="Worker node name.")] = "trainer") -> None:
+def worker(
+    data_dir: DataOpt = None,
+    name: Annotated[str, typer.Option(help="Worker node name.")] = "trainer",
+    quiet: Annotated[bool, typer.Option(help="Warnings and errors only: no banner, no notes meant for operators.")] = False,
+) -> None:
     """Run a training worker: one process, one job at a time."""
     _settings(data_dir)
     from worker.tasks import app as celery_app
 
+    if quiet:  # what `studio up` runs: one person's laptop, not an operated server
+        import logging
+        import warnings
+
+        from celery.exceptions import SecurityWarning
+
+        warnings.filterwarnings("ignore", category=SecurityWarning)  # running as root: `up` says so once
+        logging.getLogger("kombu.connection").addFilter(  # the embedded broker's URL has no host, by design
+            lambda record: "No hostname was supplied" not in record.getMessage())
     celery_app.worker_main(
-        ["worker", "--pool=prefork", "--concurrency=1", "--loglevel=INFO", "-n", f"{name}@%h", "--without-mingle", "--without-gossip"]
+        [*(["--quiet"] if quiet else []), "worker", "--pool=prefork", "--concurrency=1",
+         f"--loglevel={'WARNING' if quiet else 'INFO'}", "-n", f"{name}@%h", "--without-mingle", "--without-gossip"]
     )
 
 
@@ -151,6 +178,9 @@ def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, no_
 
     upgrade(settings.db_url)
     _check_mode(settings)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        typer.echo("Note: running as root (the administrator account). It works; an ordinary account is safer.")
+    typer.echo("starting the studio: the web app, a training worker and the model host...")
     env = {**os.environ, "STUDIO_DATA_DIR": str(settings.data_dir)}
     if no_auth:
         env["STUDIO_NO_AUTH"] = "true"
@@ -162,7 +192,7 @@ def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, no_
         env["STUDIO_INFER_URL"] = f"http://127.0.0.1:{settings.port + 2}"
     # Each child gets its own process group so stopping the worker also stops its pool.
     procs = [
-        subprocess.Popen([sys.executable, "-m", "studio", "worker"], env=env, start_new_session=True),
+        subprocess.Popen([sys.executable, "-m", "studio", "worker", "--quiet"], env=env, start_new_session=True),
         subprocess.Popen([sys.executable, "-m", "studio", "serve"], env=env, start_new_session=True),
         subprocess.Popen([sys.executable, "-m", "studio", "infer"], env=env, start_new_session=True),
     ]
@@ -187,11 +217,13 @@ def up(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None, no_
 
 
 def _stop_groups(procs: list[subprocess.Popen], grace_seconds: float) -> None:
-    """SIGTERM each child's process group, then SIGKILL what is left after the grace
-    period. A job cut off this way is requeued when its lease expires."""
+    """SIGTERM each child, then SIGKILL what is left of its process group after the grace
+    period. A job cut off this way is requeued when its lease expires. Only the child
+    itself gets the SIGTERM: the worker then stops its own pool (a pool process that got
+    a SIGTERM too would be logged as an ERROR at every clean stop)."""
     for proc in procs:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.terminate()
     deadline = time.monotonic() + grace_seconds
     for proc in procs:
         try:

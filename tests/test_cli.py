@@ -76,22 +76,27 @@ def test_compose_puts_studio_and_workers_on_one_postgres():
 
 @pytest.mark.slow
 def test_up_starts_web_and_worker_and_stops_on_ctrl_c(tmp_path):
+    """`studio up` as a laptop user sees it: the address is printed only once the page
+    answers there, no Celery banner or operator warnings (running as root is said once,
+    plainly), and Ctrl-C ends everything with no ERROR line."""
     port = free_port()
-    log = open(tmp_path / "up.log", "wb")
+    log_path = tmp_path / "up.log"
+    log = open(log_path, "wb")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "studio", "up", "--port", str(port), "--data-dir", str(tmp_path / "data")],
         env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        def healthy():
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
+        wait_until(lambda: b"studio ready on" in log_path.read_bytes(), 120, interval=0.1, what="studio up to say it is ready")
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200  # the page answers at once
+        assert f"studio ready on http://127.0.0.1:{port}".encode() in log_path.read_bytes()
 
-        wait_until(healthy, 90, interval=0.3, what="studio up to serve")
-        wait_until(lambda: b"ready." in (tmp_path / "up.log").read_bytes(), 60, what="the worker to be ready")
+        def worker_alive():
+            workers = httpx.get(f"http://127.0.0.1:{port}/api/workers", timeout=5).json()
+            return any(w["alive"] for w in workers)
+
+        wait_until(worker_alive, 90, interval=0.3, what="the worker to be registered")
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 3  # serve, worker and the worker's pool child
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
@@ -101,4 +106,9 @@ def test_up_starts_web_and_worker_and_stops_on_ctrl_c(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+    text = log_path.read_text(errors="replace")
+    assert "ERROR" not in text, text
+    for operator_note in ("SecurityWarning", "superuser", "No hostname was supplied", "[config]", "[queues]"):
+        assert operator_note not in text, text
+    assert text.count("running as root") == (1 if os.geteuid() == 0 else 0)
     assert (tmp_path / "data" / "studio.db").is_file()
