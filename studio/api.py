@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from studio.core.config import ConfigError, TemplateSection
@@ -27,7 +28,9 @@ from studio.models import (
     WorkerPublic,
 )
 from studio.services import datasets as dataset_service
+from studio.services import compare as compare_service
 from studio.services import jobs as job_service
+from studio.services.compare import Comparison
 from studio.services.context import NotFound, StudioContext
 from studio.services.datasets import FileInspection, RowPage, VersionConflict
 
@@ -342,7 +345,21 @@ def plan_job(ctx: Ctx, body: JobCreate) -> dict[str, Any]:
     """What launching this job would mean, without launching it: parameter counts, a memory
     estimate and warnings for the workers' device, the workers it would run on, and steps."""
     preview = job_service.preview_launch(ctx, body.dataset_id, body.base_model, body.config, body.preset)
-    return {**asdict(preview.plan), "train_rows": preview.train_rows, "steps": preview.steps, "runs_on": preview.runs_on}
+    estimate = asdict(preview.estimate) if preview.estimate else None
+    return {
+        **asdict(preview.plan), "train_rows": preview.train_rows, "steps": preview.steps, "runs_on": preview.runs_on,
+        "estimate_seconds": estimate, "train_tokens": round(preview.train_tokens),
+    }
+
+
+@router.get("/assets/plotly.js", include_in_schema=False)
+def plotly_script() -> FileResponse:
+    """The plotting library the Jobs tab draws its live plot with, from the plotly package
+    (the studio runs offline: no CDN). Cached by the browser for a day."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.get("/workers", response_model=list[WorkerPublic])
@@ -354,6 +371,18 @@ def list_workers(ctx: Ctx) -> list[WorkerPublic]:
 @router.get("/jobs", response_model=list[JobPublic])
 def list_jobs(ctx: Ctx) -> list[JobPublic]:
     return job_service.list_jobs(ctx)
+
+
+# Before /jobs/{job_id}, which would take "compare" for a job id.
+@router.get("/jobs/compare", response_model=Comparison)
+def compare_jobs(ctx: Ctx, ids: Annotated[str, Query(max_length=400, description="job ids, e.g. 1,2,3")]) -> Comparison:
+    """Two or more jobs side by side: curves with step, epoch and trained tokens, a summary
+    row per job, and the config fields that differ."""
+    try:
+        job_ids = compare_service.parse_ids(ids)
+    except ValueError as exc:
+        return _error(422, [str(exc)])
+    return compare_service.compare_jobs(ctx, job_ids)
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic)

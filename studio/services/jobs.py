@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sqlmodel import select
 
 from studio import lifecycle, workers
+from studio.core import timing
 from studio.core.basemodels import DEMO, ModelAccess, check_base_model
 from studio.core.config import DEMO_PRESET, ConfigError, JobConfig, build_config, deep_merge
 from studio.core.estimate import GIB, Device, Plan, detect_device, device_capacity, preview_job
+from studio.core.paths import resolve_inside
 from studio.db import session_scope
 from studio.models import (
     Checkpoint,
     CheckpointPublic,
+    Dataset,
     DatasetVersion,
     Job,
     JobLog,
@@ -30,28 +34,68 @@ from studio.models import (
     WorkerPublic,
 )
 from studio.services.context import NotFound, StudioContext
-from studio.services.datasets import get_dataset
+from studio.core.datasets import DatasetError
+from studio.services import speed
+from studio.services.datasets import get_dataset, quality_report
 from worker.celery_app import enqueue
 
 log = logging.getLogger(__name__)
 
 
-ETA_WINDOW = 20  # recent steps the ETA's step rate is taken over
+@dataclass(frozen=True)
+class Progress:
+    """Where a running job is: its phase (see studio.core.timing.phase), the seconds left
+    (evaluation pauses counted once each, not folded into the step rate) and the median
+    seconds per step."""
+
+    phase: str
+    eta_seconds: float | None
+    step_seconds: float | None
+
+
+def _progress(job: Job, session) -> Progress | None:
+    if job.status != JobStatus.running:
+        return None
+    rows = session.exec(
+        select(MetricPoint.step, MetricPoint.recorded_at, MetricPoint.tokens_per_second, MetricPoint.split)
+        .where(MetricPoint.job_id == job.id)
+        .order_by(MetricPoint.step)
+    ).all()
+    train = [timing.TrainPoint(r.step, r.recorded_at, r.tokens_per_second) for r in rows if r.split == "train"]
+    evals = [r.step for r in rows if r.split == "eval"]
+    saved = session.exec(select(Checkpoint.step, Checkpoint.final).where(Checkpoint.job_id == job.id)).all()
+    config = json.loads(job.config_json)
+    training, data = config.get("training", {}), config.get("data", {})
+    schedule = timing.Schedule(
+        job.total_steps, training.get("sample_every", 1), training.get("save_every", 0),
+        evaluates=data.get("validation_fraction", 0) > 0 or bool(data.get("probe_prompts")),
+    )
+    now = time.time()
+    run = timing.pace(train, evals)
+    eta = timing.eta_seconds(train, evals, schedule, now) if job.total_steps > job.step else None
+    last = train[-1] if train else None
+    phase = timing.phase(
+        last.step if last else None, now - last.recorded_at if last else 0.0, run.step_seconds, evals,
+        [s.step for s in saved if not s.final], schedule, final_saved=any(s.final for s in saved),
+    )
+    return Progress(phase, None if eta is None else round(eta, 1), run.step_seconds)
 
 
 def _public(job: Job, session) -> JobPublic:
     public = JobPublic(config=json.loads(job.config_json), **job.model_dump(exclude={"config_json"}))
-    if job.status == JobStatus.running and job.total_steps > job.step:
-        recent = session.exec(
-            select(MetricPoint.step, MetricPoint.recorded_at)
-            .where(MetricPoint.job_id == job.id, MetricPoint.split == "train")
-            .order_by(MetricPoint.step.desc())
-            .limit(ETA_WINDOW)
-        ).all()
-        if len(recent) >= 2 and recent[0].step > recent[-1].step:
-            per_step = (recent[0].recorded_at - recent[-1].recorded_at) / (recent[0].step - recent[-1].step)
-            public.eta_seconds = round(per_step * (job.total_steps - job.step), 1)
+    progress = _progress(job, session)
+    if progress is not None:
+        public.eta_seconds = progress.eta_seconds
     return public
+
+
+def job_progress(ctx: StudioContext, job_id: int) -> Progress | None:
+    """The phase and ETA of a running job; None for a job that is not running."""
+    with session_scope(ctx.engine) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} does not exist")
+        return _progress(job, session)
 
 
 def _metric_public(point: MetricPoint) -> MetricPublic:
@@ -148,6 +192,8 @@ class LaunchPreview:
     train_rows: int
     steps: int
     runs_on: str
+    estimate: timing.Estimate | None = None  # run time, from finished runs on the device (or rough)
+    train_tokens: float = 0.0  # non-padding tokens the run trains on
 
 
 def preview_launch(
@@ -169,30 +215,37 @@ def preview_launch(
         train_rows = dataset.row_count - round(dataset.row_count * data.validation_fraction)
     per_epoch = math.ceil(max(train_rows, 1) / (training.batch_size * training.grad_accum * training.devices))
     steps = training.max_steps or math.ceil(per_epoch * training.epochs)
-    plan, runs_on = _plan_for_workers(ctx, frozen)
-    return LaunchPreview(plan, train_rows, steps, runs_on)
+    plan, runs_on, device = _plan_for_workers(ctx, frozen)
+    estimate, tokens = None, 0.0
+    try:
+        report = quality_report(ctx, dataset_id, frozen.model.base_model, frozen.template, training.max_length)
+        estimate, tokens = speed.launch_estimate(ctx, frozen, steps, report["tokens"]["mean"], plan.total_params, device)
+    except DatasetError:  # no tokenizer for this model (the plan's warnings say why): no estimate
+        pass
+    return LaunchPreview(plan, train_rows, steps, runs_on, estimate, tokens)
 
 
-def _plan_for_workers(ctx: StudioContext, config: JobConfig) -> tuple[Plan, str]:
+def _plan_for_workers(ctx: StudioContext, config: JobConfig) -> tuple[Plan, str, Device]:
     """Plan for the most capable live worker's device; a job may land on any free worker,
     so warnings that only hold on the others are added, named by device. With no live
     worker, plan for this machine and say that a job would wait."""
     live = workers.live_devices(ctx.engine, ctx.settings.worker_heartbeat_seconds)
     if not live:
-        plan = preview_job(config, detect_device())
+        device = detect_device()
+        plan = preview_job(config, device)
         silence = ctx.settings.worker_heartbeat_seconds * workers.MISSED_BEATS
         plan.warnings.insert(0, (
             f"No worker has reported in the last {silence:.0f} s: a launched job waits in the queue until one "
             "starts (`studio worker`). This estimate is for the studio's own machine."
         ))
-        return plan, "no worker yet"
+        return plan, "no worker yet", device
     devices = sorted(set(live.values()), key=lambda d: (d.cuda, d.memory_bytes, d.name), reverse=True)
     plan = preview_job(config, devices[0])
     for other in devices[1:]:
         plan.warnings.extend(
             f"On {describe_device(other)}: {w}" for w in preview_job(config, other).warnings if w not in plan.warnings
         )
-    return plan, "; ".join(f"{name} ({describe_device(device)})" for name, device in live.items())
+    return plan, "; ".join(f"{name} ({describe_device(device)})" for name, device in live.items()), devices[0]
 
 
 def list_workers(ctx: StudioContext) -> list[WorkerPublic]:
@@ -248,6 +301,21 @@ def job_metrics(ctx: StudioContext, job_id: int, after_step: int = -1) -> list[M
         return [_metric_public(p) for p in points]
 
 
+def latest_metrics(ctx: StudioContext, job_id: int) -> list[MetricPublic]:
+    """The newest eval point and the newest train point (in that order), for the
+    dashboard's figures: two rows, however long the run."""
+    get_job(ctx, job_id)
+    with session_scope(ctx.engine) as session:
+        newest = [
+            session.exec(
+                select(MetricPoint).where(MetricPoint.job_id == job_id, MetricPoint.split == split)
+                .order_by(MetricPoint.step.desc()).limit(1)
+            ).first()
+            for split in ("eval", "train")
+        ]
+        return [_metric_public(p) for p in newest if p is not None]
+
+
 def job_samples(ctx: StudioContext, job_id: int) -> list[SamplePublic]:
     get_job(ctx, job_id)
     with session_scope(ctx.engine) as session:
@@ -258,10 +326,42 @@ def job_samples(ctx: StudioContext, job_id: int) -> list[SamplePublic]:
 
 
 def job_checkpoints(ctx: StudioContext, job_id: int) -> list[CheckpointPublic]:
+    """Every checkpoint the job saved, each saying whether its folder is still on disk
+    ("keep last" deletes older ones; a delete by hand does too)."""
     get_job(ctx, job_id)
     with session_scope(ctx.engine) as session:
         rows = session.exec(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)).all()
-        return [CheckpointPublic.model_validate(c, from_attributes=True) for c in rows]
+        saved = [CheckpointPublic.model_validate(c, from_attributes=True) for c in rows]
+    for checkpoint in saved:
+        try:
+            checkpoint.on_disk = resolve_inside(ctx.settings.artifacts_root, checkpoint.path).is_dir()
+        except ValueError:  # a stored path outside the artifact root is not served
+            checkpoint.on_disk = False
+    return saved
+
+
+@dataclass(frozen=True)
+class JobDataset:
+    """The dataset a job trains on, as the Datasets tab names it."""
+
+    dataset_id: int | None
+    name: str
+    version: int | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}" if self.version is not None else self.name
+
+
+def job_dataset(ctx: StudioContext, job_id: int) -> JobDataset:
+    """Dataset name and version number (1, 2, ...) of a job, not the version's row id."""
+    job = get_job(ctx, job_id)
+    with session_scope(ctx.engine) as session:
+        version = session.get(DatasetVersion, job.dataset_version_id)
+        dataset = session.get(Dataset, version.dataset_id) if version else None
+        if version is None or dataset is None:
+            return JobDataset(None, f"dataset version {job.dataset_version_id} (deleted)", None)
+        return JobDataset(dataset.id, dataset.name, version.number)
 
 
 def job_logs(ctx: StudioContext, job_id: int, limit: int = 500) -> list[str]:

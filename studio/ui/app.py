@@ -18,7 +18,7 @@ from studio.access import Role
 from studio.gate import UiRules
 from studio.services import accounts
 from studio.services.context import StudioContext
-from studio.ui import admin_tab, chat_tab, datasets_tab, jobs_tab, train_tab
+from studio.ui import admin_tab, chat_tab, compare_tab, datasets_tab, jobs_tab, location, train_tab
 from studio.ui.text import t
 
 TRAINERS = frozenset({Role.trainer, Role.admin})
@@ -87,12 +87,14 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
                 gr.Markdown(t("app.header"))
                 header = gr.HTML(elem_id="user-bar")
             with gr.Tabs() as tabs:
-                with gr.Tab(t("tab.datasets"), id="datasets", elem_id="tab-datasets"):
+                with gr.Tab(t("tab.datasets"), id="datasets", elem_id="tab-datasets") as datasets_item:
                     data = datasets_tab.build(ctx, page)
                 with gr.Tab(t("tab.train"), id="train", elem_id="tab-train") as train_tab_item:
                     train = train_tab.build(ctx, page, train_tab_item, tabs, data)
-                with gr.Tab(t("tab.jobs"), id=jobs_tab.TAB_ID, elem_id="tab-jobs"):
-                    jobs = jobs_tab.build(ctx, page, train.launched)
+                with gr.Tab(t("tab.jobs"), id=jobs_tab.TAB_ID, elem_id="tab-jobs") as jobs_item:
+                    jobs = jobs_tab.build(ctx, page, train.launched, jobs_item)
+                with gr.Tab(t("tab.compare"), id="compare", elem_id="tab-compare") as compare_item:
+                    compare_tab.build(ctx, page, compare_item)
                 with gr.Tab(t("tab.chat"), id=chat_tab.TAB_ID, elem_id="tab-chat") as chat_item:
                     chat_tab.build(ctx, page, tabs, chat_item, jobs.selected, jobs.chat)
                 admin_item = gr.Tab(t("tab.admin"), id="admin", elem_id="tab-admin", visible=False)
@@ -100,7 +102,24 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
             def show_user(request: gr.Request):
                 return user_bar_html(request), gr.Tab(visible=_role_of(ctx, request) == Role.admin)
 
-            page.load(show_user, None, [header, admin_item], show_progress="hidden")
+            def open_tab(request: gr.Request):
+                """The tab the URL names (?tab=jobs), once the Admin tab is shown or hidden
+                (showing it in the same update resets the selection)."""
+                tab = location.wanted_tab(request)
+                if not tab or (tab == "admin" and _role_of(ctx, request) != Role.admin):
+                    return gr.skip()
+                return gr.Tabs(selected=tab)
+
+            page.load(show_user, None, [header, admin_item], show_progress="hidden").then(
+                open_tab, None, tabs, show_progress="hidden"
+            ).then(None, None, None, js=location.READY_JS)
+            # The URL follows the tab picked (a reload lands there); the Jobs tab's timers
+            # stop on any other tab.
+            for item, tab_id in ((datasets_item, "datasets"), (train_tab_item, "train"), (jobs_item, jobs_tab.TAB_ID),
+                                 (compare_item, "compare"), (chat_item, chat_tab.TAB_ID), (admin_item, "admin")):
+                item.select(None, None, None, js=location.set_param_js("tab", tab_id, wait_for_ready=True))
+                if item is not jobs_item:
+                    item.select(jobs_tab.hidden_tab, None, [jobs.visible, *jobs.timers], show_progress="hidden")
         with admin_item:
             with _events_of(page, rules, ADMINS):
                 admin_tab.build(ctx, admin_item)

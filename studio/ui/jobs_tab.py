@@ -10,21 +10,22 @@ it shows has not changed, so the plot keeps its zoom and the tables their scroll
 from __future__ import annotations
 
 import html
+import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import gradio as gr
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
+from studio.core.config import SECTIONS
+from studio.core.timing import format_duration
 from studio.models import CheckpointPublic, JobPublic, JobStatus, MetricPublic, SamplePublic
 from studio.services import jobs
 from studio.services.context import NotFound, StudioContext
-from studio.ui import export_panel
+from studio.ui import export_panel, live_plot, location
 from studio.ui.forms import bind
-from studio.ui.text import STATUS_COLOURS, notice, t
+from studio.ui.text import STATUS_COLOURS, field_label, notice, section_title, t
 
 TAB_ID = "jobs"
 POLL_SECONDS = 1.0  # how often the dashboard re-reads the DB while its job may change
@@ -37,9 +38,12 @@ _INSTRUCTION = re.compile(r"### Instruction:\n(.*?)\n\n### (?:Input:\n(.*?)\n\n#
 
 @dataclass(frozen=True)
 class JobsTab:
-    """Handles: `selected` is the job shown on the dashboard."""
+    """Handles: `selected` is the job shown on the dashboard; `timers` poll only while the
+    tab is on screen (the app stops them when another tab is picked)."""
 
     selected: gr.Dropdown
+    visible: gr.State
+    timers: tuple[gr.Timer, ...]
     chat: gr.Button  # opens the Chat tab with the selected job (wired by the Chat tab)
 
 
@@ -54,18 +58,20 @@ def jobs_frame(items: list[JobPublic]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[t(f"jobs.col.{c}") for c in JOB_COLUMNS])
 
 
-def status_html(job: JobPublic, workers_live: bool = True) -> str:
-    """A status badge, a progress bar and, for a failed job, the reason; a queued job
-    with no live worker to take it says so."""
+def status_html(job: JobPublic, workers_live: bool = True, progress: jobs.Progress | None = None) -> str:
+    """A status badge, what a running job is doing (training, evaluating, saving), a
+    progress bar and, for a failed job, the reason; a queued job with no live worker to
+    take it says so."""
     colour = STATUS_COLOURS.get(job.status.value, "#6b7280")
     share = 100 * job.step / job.total_steps if job.total_steps else 0
     facts = [t("jobs.step", step=job.step, total=job.total_steps) if job.total_steps else t("jobs.step_unknown")]
     if job.status == JobStatus.queued and not workers_live:
         facts.append(t("jobs.no_worker"))
     facts.append(t("jobs.attempt", attempts=job.attempts, max_attempts=job.max_attempts) if job.attempts else "")
+    if progress is not None and job.status == JobStatus.running:
+        facts.insert(0, t(f"jobs.phase.{progress.phase}"))
     if job.eta_seconds is not None:
-        minutes, seconds = divmod(round(job.eta_seconds), 60)
-        facts.append(t("jobs.eta", time=f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"))
+        facts.append(t("jobs.eta", time=format_duration(job.eta_seconds)))
     if job.cancel_requested and not job.status.finished:
         facts.append(t("jobs.cancel_pending"))
     error = ""
@@ -76,46 +82,13 @@ def status_html(job: JobPublic, workers_live: bool = True) -> str:
         )
     return (
         f"<div style='padding:.4em 0'>"
-        f"<span data-status='{job.status.value}' style='background:{colour};color:white;padding:.15em .6em;"
+        f"<span data-status='{job.status.value}' data-phase='{progress.phase if progress else ''}' style='background:{colour};color:white;padding:.15em .6em;"
         f"border-radius:999px;font-weight:600'>{job.status.value}</span> "
         f"<strong>{html.escape(job.name)}</strong> (job {job.id}) &middot; {html.escape(' · '.join(f for f in facts if f))}"
         f"<div style='background:#e5e7eb;border-radius:4px;height:8px;margin-top:.6em'>"
         f"<div style='width:{share:.1f}%;background:{colour};height:8px;border-radius:4px'></div></div>"
         f"{error}</div>"
     )
-
-
-def loss_figure(points: list[MetricPublic]) -> go.Figure:
-    """Train loss by step, eval loss points, and held-out exact match on a second axis."""
-    train = [p for p in points if p.split == "train" and p.loss is not None]
-    evals = [p for p in points if p.split == "eval"]
-    scored = [p for p in evals if p.exact_match is not None]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_scatter(
-        x=[p.step for p in train], y=[p.loss for p in train], mode="lines", name=t("jobs.trace.train_loss"),
-        meta="train-loss", line=dict(color="#2563eb"),
-    )
-    fig.add_scatter(
-        x=[p.step for p in evals if p.loss is not None], y=[p.loss for p in evals if p.loss is not None],
-        mode="markers+lines", name=t("jobs.trace.eval_loss"), meta="eval-loss",
-        marker=dict(size=9, color="#f97316"), line=dict(dash="dot", color="#f97316"),
-    )
-    fig.add_scatter(
-        x=[p.step for p in scored], y=[p.exact_match for p in scored], mode="markers+lines",
-        name=t("jobs.trace.exact_match"), meta="exact-match", secondary_y=True,
-        marker=dict(symbol="diamond", size=9, color="#16a34a"), line=dict(color="#16a34a"),
-    )
-    fig.update_layout(
-        template="plotly_white", height=380, margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
-        title=dict(text=t("jobs.plot_title"), font=dict(size=14)),
-        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="center", x=0.5),
-    )
-    fig.update_xaxes(title_text=t("jobs.axis.step"), rangemode="tozero")
-    fig.update_yaxes(title_text=t("jobs.axis.loss"), rangemode="tozero", secondary_y=False)
-    fig.update_yaxes(title_text=t("jobs.axis.exact_match"), range=[0, 1.02], tickformat=".0%", secondary_y=True)
-    if not points:
-        fig.add_annotation(text=t("jobs.plot_empty"), showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-    return fig
 
 
 def figures_markdown(points: list[MetricPublic], saved: list[CheckpointPublic]) -> str:
@@ -137,14 +110,36 @@ def figures_markdown(points: list[MetricPublic], saved: list[CheckpointPublic]) 
         if evals.exact_match is not None:
             facts.append(t("jobs.fig.exact_match", share=evals.exact_match))
         lines.append(" · ".join(facts))
-    if saved:
+    kept = [c for c in saved if c.on_disk]
+    if kept:
         shown = [
             t("jobs.fig.final") if c.final
             else t("jobs.fig.checkpoint", step=c.step) + (f" ({c.eval_loss:.3f})" if c.eval_loss is not None else "")
-            for c in saved[-6:]
+            for c in kept[-6:]
         ]
         lines.append(t("jobs.fig.checkpoints", items=", ".join(shown)))
+    gone = [t("jobs.fig.checkpoint", step=c.step) for c in saved if not c.on_disk]
+    if gone:
+        lines.append(t("jobs.fig.gone", items=", ".join(gone[-6:])))
     return "\n\n".join(lines)
+
+
+def settings_frame(config: dict, dataset: jobs.JobDataset) -> pd.DataFrame:
+    """The job's frozen config as rows of (section, setting, value), the dataset named as
+    the Datasets tab names it (name and version number) instead of a version row id."""
+    rows = []
+    for section in SECTIONS:
+        for name, value in (config.get(section) or {}).items():
+            path = f"{section}.{name}"
+            if path == "data.dataset_version_id":
+                rows.append([section_title(section), t("jobs.col.dataset_setting"), dataset.label])
+                continue
+            if isinstance(value, (list, tuple)):
+                value = ", ".join(str(v) for v in value) or "(none)"
+            elif isinstance(value, str) and len(value) > 200:
+                value = value[:200] + "..."
+            rows.append([section_title(section), field_label(path), "" if value is None else str(value)])
+    return pd.DataFrame(rows, columns=[t("jobs.col.section"), t("jobs.col.setting"), t("jobs.col.value")])
 
 
 def short_prompt(prompt: str) -> str:
@@ -164,6 +159,14 @@ def samples_frame(samples: list[SamplePublic]) -> pd.DataFrame:
 
 
 # --- handlers -------------------------------------------------------------------------
+
+
+def open_from_url(ctx: StudioContext, shown: tuple | None, request: gr.Request):
+    """At page load: the jobs table with the job named in the URL (?job=3) selected, and
+    the timers on only when the page opens on this tab.
+    Returns (table, picker, shown key, visible, list timer)."""
+    on_screen = location.wanted_tab(request) == TAB_ID
+    return *show_jobs(ctx, location.wanted_id(request, "job"), shown), on_screen, gr.Timer(active=on_screen)
 
 
 def show_jobs(ctx: StudioContext, selected: int | None, shown: tuple | None):
@@ -187,9 +190,9 @@ def may_change(job: JobPublic) -> bool:
     return (datetime.now(timezone.utc) - finished).total_seconds() < SETTLE_SECONDS
 
 
-def show_status(ctx: StudioContext, job_id: int | None):
+def show_status(ctx: StudioContext, job_id: int | None, visible: bool = True):
     """Status, progress and error; Cancel only while the job can still be stopped; the
-    dashboard timer runs only while the job may still change.
+    dashboard timer runs only while the job may still change and the tab is on screen.
     Returns (status, cancel button, clone button, timer)."""
     idle = gr.Button(interactive=False), gr.Button(interactive=False), gr.Timer(active=False)
     if job_id is None:
@@ -200,20 +203,25 @@ def show_status(ctx: StudioContext, job_id: int | None):
         return html.escape(str(exc)), *idle
     stoppable = not job.status.finished and not job.cancel_requested
     live = job.status != JobStatus.queued or any(w.alive for w in jobs.list_workers(ctx))
-    return status_html(job, live), gr.Button(interactive=stoppable), gr.Button(interactive=True), gr.Timer(active=may_change(job))
+    progress = jobs.job_progress(ctx, job_id)
+    return (
+        status_html(job, live, progress), gr.Button(interactive=stoppable), gr.Button(interactive=True),
+        gr.Timer(active=bool(visible) and may_change(job)),
+    )
 
 
-def show_plot(ctx: StudioContext, job_id: int | None, shown: tuple | None):
-    """The loss plot and the newest figures; skipped while nothing new arrived."""
+def show_figures(ctx: StudioContext, job_id: int | None, shown: tuple | None):
+    """The newest figures and the checkpoints; skipped while nothing new arrived. (The
+    plot draws itself in the browser: studio/ui/live_plot.js.)"""
     try:
-        points = jobs.job_metrics(ctx, job_id) if job_id is not None else []
+        points = jobs.latest_metrics(ctx, job_id) if job_id is not None else []
         saved = jobs.job_checkpoints(ctx, job_id) if job_id is not None else []
     except NotFound:
         points, saved = [], []
-    key = (job_id, len(points), points[-1].step if points else None, len(saved))
+    key = (job_id, tuple((p.split, p.step) for p in points), tuple((c.step, c.on_disk) for c in saved))
     if key == shown:
-        return gr.skip(), gr.skip(), gr.skip()
-    return loss_figure(points), figures_markdown(points, saved), key
+        return gr.skip(), gr.skip()
+    return figures_markdown(points, saved), key
 
 
 def show_samples(ctx: StudioContext, job_id: int | None, shown: tuple | None):
@@ -230,11 +238,15 @@ def show_logs(ctx: StudioContext, job_id: int | None, shown: str | None):
 
 
 def show_config(ctx: StudioContext, job_id: int | None):
-    """The job's frozen config, as stored."""
+    """The job's settings as a table by section, and as JSON to copy.
+    Returns (table, json text)."""
     try:
-        return jobs.get_job(ctx, job_id).config if job_id is not None else None
+        job = jobs.get_job(ctx, job_id) if job_id is not None else None
     except NotFound:
-        return None
+        job = None
+    if job is None:
+        return settings_frame({}, jobs.JobDataset(None, "", None)), ""
+    return settings_frame(job.config, jobs.job_dataset(ctx, job.id)), json.dumps(job.config, indent=2)
 
 
 def cancel(ctx: StudioContext, job_id: int | None):
@@ -258,6 +270,16 @@ def clone(ctx: StudioContext, job_id: int | None):
     return notice("ok", t("jobs.cloned", id=job.id, source=job_id)), job.id
 
 
+def shown_tab():
+    """The tab was picked: (visible, the list timer on)."""
+    return True, gr.Timer(active=True)
+
+
+def hidden_tab():
+    """Another tab was picked: (visible, both timers off)."""
+    return False, gr.Timer(active=False), gr.Timer(active=False)
+
+
 def pick_row(evt: gr.SelectData) -> int:
     """The id of the job whose table row was clicked."""
     return int(evt.row_value[0])
@@ -266,10 +288,12 @@ def pick_row(evt: gr.SelectData) -> int:
 # --- layout ---------------------------------------------------------------------------
 
 
-def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State) -> JobsTab:
-    """Render the tab; a change of `launched` (a job id) opens that job."""
-    list_key, plot_key, samples_key, cloned = gr.State(None), gr.State(None), gr.State(None), gr.State(None)
-    list_timer, timer = gr.Timer(LIST_POLL_SECONDS), gr.Timer(POLL_SECONDS, active=False)
+def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab | None = None) -> JobsTab:
+    """Render the tab; a change of `launched` (a job id) opens that job. Its timers start
+    when `tab` is picked (and at load, for a page opened on this tab)."""
+    list_key, figures_key, samples_key, cloned = gr.State(None), gr.State(None), gr.State(None), gr.State(None)
+    visible = gr.State(False)
+    list_timer, timer = gr.Timer(LIST_POLL_SECONDS, active=False), gr.Timer(POLL_SECONDS, active=False)
     gr.Markdown(t("jobs.list_title"))
     table = gr.Dataframe(interactive=False, max_height=220, elem_id="jobs-table")
     with gr.Row():
@@ -281,30 +305,43 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State) -> JobsTab:
     message = gr.HTML(elem_id="job-message")
     status = gr.HTML(t("jobs.none"), elem_id="job-status")
     figures = gr.Markdown(elem_id="job-figures")
-    plot = gr.Plot(show_label=False, elem_id="loss-plot")
+    plot = live_plot.build()
+    smooth = gr.Checkbox(label=t("jobs.smooth"), value=False, elem_id="job-smooth")
     gr.Markdown(t("jobs.samples_title"))
     samples = gr.Dataframe(
         interactive=False, wrap=True, max_height=360, column_widths=["8%", "46%", "23%", "23%"], elem_id="job-samples"
     )
     logs = gr.Textbox(label=t("jobs.logs"), lines=8, max_lines=16, interactive=False, elem_id="job-logs")
-    with gr.Accordion(t("jobs.config"), open=False):
-        config = gr.JSON(show_label=False, elem_id="job-config")
+    with gr.Accordion(t("jobs.config"), open=False, elem_id="job-config-section"):
+        config = gr.Dataframe(interactive=False, wrap=True, max_height=480, elem_id="job-config")
+        config_json = gr.Code(
+            language="json", label=t("jobs.settings_json"), interactive=False, lines=6, max_lines=20,
+            buttons=["copy"], elem_id="job-config-json",
+        )
     export_panel.build(ctx, selected, status)
 
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
     list_out = [table, selected, list_key]
     # The table follows the dashboard's status at once, and other jobs on the slow timer.
-    gr.on([page.load, list_timer.tick, status.change], bind(show_jobs, ctx), [selected, list_key], list_out, **quiet)
+    def open_jobs(shown: tuple | None, request: gr.Request):  # gr.Request is found by annotation, not through bind
+        return open_from_url(ctx, shown, request)
+
+    page.load(open_jobs, list_key, [*list_out, visible, list_timer], **quiet)
+    gr.on([list_timer.tick, status.change], bind(show_jobs, ctx), [selected, list_key], list_out, **quiet)
     launched.change(bind(show_jobs, ctx), [launched, list_key], list_out, **quiet)
     cloned.change(bind(show_jobs, ctx), [cloned, list_key], list_out, **quiet)
     table.select(pick_row, None, selected)
 
-    refresh = [selected.change, timer.tick]
-    gr.on(refresh, bind(show_status, ctx), selected, [status, cancel_btn, clone_btn, timer], **quiet)
-    gr.on(refresh, bind(show_plot, ctx), [selected, plot_key], [plot, figures, plot_key], **quiet)
+    refresh = [selected.change, timer.tick, visible.change]
+    gr.on(refresh, bind(show_status, ctx), [selected, visible], [status, cancel_btn, clone_btn, timer], **quiet)
+    gr.on(refresh, bind(show_figures, ctx), [selected, figures_key], [figures, figures_key], **quiet)
     gr.on(refresh, bind(show_samples, ctx), [selected, samples_key], [samples, samples_key], **quiet)
     gr.on(refresh, bind(show_logs, ctx), [selected, logs], logs, **quiet)
-    selected.change(bind(show_config, ctx), selected, config, show_progress="hidden")
+    if tab is not None:
+        tab.select(shown_tab, None, [visible, list_timer], show_progress="hidden")
+    selected.change(None, selected, None, js=live_plot.SHOW_JOB_JS)
+    smooth.change(None, smooth, None, js=live_plot.SMOOTH_JS)
+    selected.change(bind(show_config, ctx), selected, [config, config_json], show_progress="hidden")
     cancel_btn.click(bind(cancel, ctx), selected, message)
     clone_btn.click(bind(clone, ctx), selected, [message, cloned])
-    return JobsTab(selected=selected, chat=chat_btn)
+    return JobsTab(selected=selected, visible=visible, timers=(list_timer, timer), chat=chat_btn)

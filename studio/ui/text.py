@@ -267,10 +267,10 @@ TEXT: dict[str, str] = {
         "Filled in from the goal and your data. Changing the dataset, the model, the method or the goal "
         "fills them in again; a preset fills them from a fixed recipe."
     ),
-    "train.plan_time": "- ⏱️ about **{low} to {high}** ({detail})",
+    "train.plan_time": "- **time:** about **{low} to {high}** ({detail})",
     "train.plan_time_measured": "measured on {runs} like this one",
     "train.plan_time_rough": "a rough estimate from the model size: no run like this one has finished on this worker yet",
-    "train.plan_time_none": "- ⏱️ no time estimate: the base model's tokenizer could not be read",
+    "train.plan_time_none": "- **time:** no estimate, because the base model's tokenizer could not be read",
     # jobs tab
     "jobs.list_title": "### Jobs",
     "jobs.select": "Job",
