@@ -67,8 +67,10 @@ def main() -> int:
         rows = demo_dataset(args.rows or DEMO_ROWS)
         body = "".join(json.dumps(r) + "\n" for r in rows).encode()
         dataset = client.post("/api/datasets", files={"file": ("demo.jsonl", body)}).json()
+        request = {"dataset_id": dataset["id"], "base_model": "demo"}
+        estimate = client.post("/api/jobs/plan", json=request).json().get("estimate_seconds")
         started = time.monotonic()
-        job = client.post("/api/jobs", json={"dataset_id": dataset["id"], "base_model": "demo"}).json()
+        job = client.post("/api/jobs", json=request).json()
         first_step = wait_for(
             lambda: client.get(f"/api/jobs/{job['id']}").json()["step"] > 0 and time.monotonic(), 300, "first step"
         )
@@ -92,6 +94,12 @@ def main() -> int:
         return 1
     print(f"launch -> first step      {first_step - started:6.1f} s")
     print(f"launch -> succeeded       {wall:6.1f} s   (goal <= 180 s on 2 CPU cores)")
+    if estimate:
+        held = estimate["low"] <= wall <= estimate["high"]
+        print(f"estimate before launch    {estimate['low']:.0f}-{estimate['high']:.0f} s ({estimate['basis']}): "
+              + ("held" if held else "MISSED"))
+    else:
+        print("estimate before launch    none")
     print(f"train loss first/last     {train[0]['loss']:.3f} -> {train[-1]['loss']:.3f}")
     print("step   eval loss   exact match")
     for p in evals:

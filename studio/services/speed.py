@@ -25,12 +25,12 @@ from studio.services.context import StudioContext
 RECENT_RUNS = 5  # newest finished runs of the same kind an estimate rests on
 # Rough throughput when no run has finished yet: effective FLOP/s per CPU core and per GPU
 # (well under peak: small batches, Python overhead). Labelled "rough" wherever shown.
-CPU_CORE_FLOPS = 4e9
+CPU_CORE_FLOPS = 2e10  # the demo job measured ~1.9e10 a core (bench/demo_job.py)
 GPU_FLOPS = 3e13
 # ...and fixed costs that small models do not hide: loading, an evaluation, a step's overhead
 ROUGH_STARTUP_SECONDS = 15.0
 ROUGH_EVAL_SECONDS = 3.0
-ROUGH_STEP_SECONDS = 0.03
+ROUGH_STEP_SECONDS = 0.01
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,11 @@ def test_guided_train_watch_reload_settings_and_compare(
     assert "tab=compare" in query(page)
     shot(page, "compare")
 
-    # Two runs have finished on this worker: the estimate now rests on them.
+    # Two runs have finished on this worker: the estimate now rests on them. (The page was
+    # reloaded: the form is fresh, only the tab, job and dataset came back from the URL.)
     open_tab(page, "Train")
+    page.locator("#base-model textarea").fill(str(tiny_model_dir))
+    page.locator("#base-model textarea").press("Tab")
     try:
         plan = wait_until(lambda: "measured on" in (text := page.inner_text("#train-plan")) and text, 60, 0.3,
                           "a measured estimate")
