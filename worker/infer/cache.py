@@ -36,13 +36,13 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Optional[str]) -> Optional[CachedAnswer]:
+    def get(self, key: Optional[str], count_miss: bool = True) -> Optional[CachedAnswer]:
         if key is None or self.max_entries <= 0:
             return None
         with self._lock:
             answer = self._items.get(key)
             if answer is None:
-                self.misses += 1
+                self.misses += count_miss
                 return None
             self._items.move_to_end(key)
             self.hits += 1

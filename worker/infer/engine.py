@@ -288,8 +288,34 @@ class Engine:
     def submit(self, request: GenerateRequest, notify: Notify) -> Pending:
         """Queue a request; its events (start, delta, end, done or error) go to notify."""
         pending = Pending(request, notify)
-        self._queue.put(pending)
+        if not self._from_cache(pending):
+            self._queue.put(pending)
         return pending
+
+    def _from_cache(self, pending: Pending) -> bool:
+        """Answer a deterministic request for a model already in memory from the cache at
+        once, without waiting behind the batch the engine thread is running."""
+        request = pending.request
+        base = self.bases.get(self._base_key(request.model))
+        if base is None or cache_key("", [], request.model_dump(include={"temperature", "seed"})) is None:
+            return False
+        try:
+            name = self._adapter_name(request.model)[0] if request.model.adapter else BASE
+            if name != BASE and name not in base.adapters:
+                return False
+            pending.adapter, pending.prompt_ids = name, self._encode(base.tokenizer, request)
+        except (InferError, OSError):
+            return False  # the engine thread says what is wrong
+        params = request.model_dump(exclude={"model", "messages", "prompt"})
+        hit = self.cache.get(cache_key(self._model_version(base, pending), pending.prompt_ids, params), count_miss=False)
+        if hit is None:
+            return False
+        base.used_at = time.monotonic()  # a hit is a use: it keeps the model from eviction
+        adapter = base.adapters.get(name)  # the engine thread may unload it meanwhile
+        if adapter is not None:
+            adapter.used_at = base.used_at
+        pending.answer_cached(hit)
+        return True
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -547,13 +573,7 @@ class Engine:
     def _ensure_adapter(self, base: LoadedBase, spec: ModelSpec, pinned: list[Pending]) -> tuple[str, bool]:
         if not spec.adapter:
             return BASE, True
-        folder = self._artifact(spec.adapter, spec.id)
-        config_file, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
-        if not config_file.is_file() or not weights.is_file():
-            raise InferError(404, f"model {spec.id}: {spec.adapter} is not a PEFT adapter folder", code="model_not_found")
-        # A re-written folder (same path, new weights) is a new adapter.
-        stamp = f"{folder}|{weights.stat().st_mtime_ns}|{weights.stat().st_size}"
-        name = "a" + hashlib.sha1(stamp.encode()).hexdigest()[:16]
+        name, folder, config_file, weights = self._adapter_name(spec)
         now = time.monotonic()
         if name in base.adapters:
             base.adapters.move_to_end(name)
@@ -582,6 +602,16 @@ class Engine:
         log.info("attached %s to %s as adapter %s (%.2f MB%s)", spec.id, base.key, name, size / 1e6,
                  "" if mixable else ", not mixable")
         return name, mixable
+
+    def _adapter_name(self, spec: ModelSpec) -> tuple[str, Path, Path, Path]:
+        """The adapter's name in peft, its folder, config and weights files."""
+        folder = self._artifact(spec.adapter, spec.id)
+        config_file, weights = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+        if not config_file.is_file() or not weights.is_file():
+            raise InferError(404, f"model {spec.id}: {spec.adapter} is not a PEFT adapter folder", code="model_not_found")
+        # A re-written folder (same path, new weights) is a new adapter.
+        stamp = f"{folder}|{weights.stat().st_mtime_ns}|{weights.stat().st_size}"
+        return "a" + hashlib.sha1(stamp.encode()).hexdigest()[:16], folder, config_file, weights
 
     def _unload_adapter(self, base: LoadedBase, adapter: Adapter) -> None:
         log.info("detaching adapter %s (%s) from %s (least recently used)", adapter.name, adapter.folder, base.key)
