@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Install what the test suite needs (a no-op when already there), then run all of it.
+# Install what the test suite needs (a no-op when already there), then run all of it,
+# inside the studio's virtual environment .venv (created here when missing, as the README's
+# first command does), never into whatever python3 comes first. PYTHON=... picks another.
 # Usage: bash tests/run.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ] && [ ! -x .venv/bin/python ]; then
+  echo "creating the virtual environment .venv"
+  python3 -m venv .venv
+fi
+PY=${PYTHON:-.venv/bin/python}
 
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
