@@ -125,15 +125,37 @@ def test_r2_half_written_checkpoint_is_never_resumed(ctx, tiny_model_dir, alpaca
     print(f"\nR2: resumed from {complete.name}; the half-written {partial.name} was discarded")
 
 
+def _limit_from_speed(ctx, job_id: int, total_steps: int, processes) -> float:
+    """Seconds to allow a job to finish, from its own measured speed: the time of 20
+    training steps once it runs, scaled to the steps left, tripled (evaluations, saves
+    and a loaded machine), and never under 240 s. A busy 2-core machine gets longer, a
+    fast one is not held up."""
+    def latest_step() -> int:
+        return max((m.step for m in jobs.job_metrics(ctx, job_id) if m.split == "train"), default=0)
+
+    try:
+        wait_until(lambda: latest_step() >= 5, 600, interval=0.1, what=f"job {job_id} to train 5 steps")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{processes.logs()}") from None
+    first, started = latest_step(), time.monotonic()
+    wait_until(lambda: latest_step() >= min(first + 20, total_steps), 600, interval=0.1, what="20 more steps")
+    seconds_per_step = (time.monotonic() - started) / max(1, latest_step() - first)
+    limit = max(240.0, 3 * seconds_per_step * (total_steps - latest_step()) + 60)
+    print(f"\nR3: {seconds_per_step:.3f} s per step here; the job gets {limit:.0f} s to finish")
+    return limit
+
+
 def test_r3_redelivered_task_runs_the_job_once(tmp_path, redis_url, tiny_model_dir, alpaca_file, start_worker, processes):
     settings = make_settings(tmp_path / "d", broker_url=redis_url, visibility_timeout_seconds=2)
     ctx = StudioContext.from_settings(settings)
     env_settings = settings
     start_worker(env_settings, name="a")
     start_worker(env_settings, name="b")
+    # Long enough to outlast the 2 s visibility timeout several times on a fast machine;
+    # the time limit comes from the job's measured speed, so a slow machine passes too.
     long = {**RESUMABLE, "training": {**RESUMABLE["training"], "max_steps": 400, "sample_every": 100}}
     job = jobs.create_job(ctx, upload_file(ctx, alpaca_file), str(tiny_model_dir), long)
-    done = wait_finished(ctx, job.id, processes)
+    done = wait_finished(ctx, job.id, processes, timeout=_limit_from_speed(ctx, job.id, 400, processes))
     assert done.status == JobStatus.succeeded, done.error
     starts = [line for line in jobs.job_logs(ctx, job.id) if "started on" in line]
     worker_logs = "".join(p.read_text() for p in processes.log_dir.glob("*.log"))
