@@ -138,6 +138,9 @@ def test_prepare_a_dataset_in_the_browser(settings, start_server, tmp_path, proc
     page.locator("#dataset-status").get_by_text("'qa' version 4 saved: deleted 2 rows (1, 4)").wait_for()
     page.locator("#rows-page").get_by_text("qa, version 4 · rows 1–20 of 23").wait_for()
     wait_until(lambda: box.input_value() == "", 10, 0.1, "the delete box to empty")
+    # the edit form followed its row (3, with row 1 deleted above it) to #2, its box too
+    wait_until(lambda: page.locator("#edit-index input").input_value() == "2", 10, 0.1, "the row # to follow")
+    assert "Field of row 2 ('qa', version 4)" in text_of(page, "#edit-field")
 
     assert page.evaluate("window.__xss") is None
     assert page.locator("img[src=x]").count() == 0
@@ -169,9 +172,15 @@ def test_every_panel_follows_the_dataset_picked(settings, start_server, tmp_path
     page.get_by_role("tab", name="Quality and token preview").click()
     assert page.locator("#quality-max-length input").input_value() == "128"
     page.click("#quality-run")
-    summary = page.locator("#quality-summary")
-    summary.get_by_text("cutoff 128 tokens").wait_for(timeout=120_000)
-    assert "exact duplicates: drop them, or keep them if repetition is intended" in summary.inner_text()
+    def reported():
+        return "cutoff 128 tokens" in text_of(page, "#quality-summary") or text_of(page, "#quality-message").strip()
+
+    wait_until(reported, 180, 0.25, "the quality report")
+    summary = text_of(page, "#quality-summary")
+    if "cutoff 128 tokens" not in summary:
+        page.screenshot(path=str(SHOTS / "studio-e2e-follow-failed.png"), full_page=True)
+    assert "cutoff 128 tokens" in summary, text_of(page, "#quality-message")
+    assert "exact duplicates: drop them, or keep them if repetition is intended" in summary
     page.screenshot(path=str(SHOTS / "studio-e2e-follow-report.png"), full_page=True)
 
     # A row of the demo dataset in the edit form ...

@@ -286,11 +286,11 @@ def test_the_edit_form_follows_its_row_through_a_delete(ctx, qa_dataset):
     _, editing, *_ = edit.load_row(ctx, qa_dataset, 5, None)
     row = editing["row"]
     _, changed, _ = edit.delete_selected(ctx, view_of(ctx, qa_dataset), "1, 3, 8")
-    _, moved, field, value, shown = edit.reload_row(ctx, changed, editing, "output")
-    assert moved["index"] == 3 and shown == row  # two rows above it went
+    _, moved, field, value, shown, index = edit.reload_row(ctx, changed, editing, "output")
+    assert moved["index"] == index == 3 and shown == row  # two rows above it went
     _, changed, _ = edit.delete_selected(ctx, view_of(ctx, qa_dataset), "3")
-    _, closed, field, value, shown = edit.reload_row(ctx, changed, moved, "output")
-    assert closed is None and value == "" and shown is None  # its row went: the form closes
+    _, closed, field, value, shown, index = edit.reload_row(ctx, changed, moved, "output")
+    assert closed is None and value == "" and shown is None and index is None  # its row went: the form closes
 
 
 def test_ctrl_click_marks_and_unmarks_rows_for_deletion():

@@ -123,7 +123,7 @@ def build(ctx: StudioContext, page: gr.Blocks) -> DatasetsTab:
     changed.change(bind(versions.announce_version, ctx), [changed], [status, history.table, history.choice])
     changed.change(bind(rows.same_page, ctx), [*page_in, view], page_out)
     changed.change(bind(rows.refresh_categories, ctx), [selected, browse.category], browse.category)
-    changed.change(bind(edit.reload_row, ctx), [changed, editing, form.field], form_out)
+    changed.change(bind(edit.reload_row, ctx), [changed, editing, form.field], [*form_out, form.index])
     changed.change(bind(listing.refresh_datasets, ctx), None, [table, selected], show_progress="hidden")
     return DatasetsTab(added=added, changed=changed,
                        report_settings=(report.base_model, report.template, report.max_length))

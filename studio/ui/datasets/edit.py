@@ -90,21 +90,22 @@ def load_row(ctx: StudioContext, dataset_id: int | None, index: float | None, fi
 
 def reload_row(ctx: StudioContext, changed: dict | None, editing: dict | None, field: str | None):
     """The open edit form after a new version: the same row in the newest version. After a
-    delete the form follows its row to its new index, and closes if the row was deleted."""
+    delete the form follows its row to its new index (the row # box with it), and closes
+    if the row was deleted. Returns (message, editing, field, value, row, row #)."""
     if not editing:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return (gr.skip(),) * 6
     index = editing["index"]
     deleted = (changed or {}).get("deleted", [])
     if index in deleted:
-        return gr.skip(), None, gr.Dropdown(choices=[], value=None), "", None
+        return gr.skip(), None, gr.Dropdown(choices=[], value=None), "", None, None
     index -= sum(1 for i in deleted if i < index)
     try:
         page = datasets.page_rows(ctx, editing["dataset_id"], index, 1)
     except NotFound:
         page = None
     if page is None or not page.rows:  # gone (e.g. a quality fix dropped it)
-        return gr.skip(), None, gr.Dropdown(choices=[], value=None), "", None
-    return gr.skip(), *_row_form(ctx, editing["dataset_id"], page, field)
+        return gr.skip(), None, gr.Dropdown(choices=[], value=None), "", None, None
+    return gr.skip(), *_row_form(ctx, editing["dataset_id"], page, field), index
 
 
 def _row_form(ctx: StudioContext, dataset_id: int, page: datasets.RowPage, field: str | None):
