@@ -51,6 +51,8 @@ _AUDITED: list[tuple[str, re.Pattern[str], str]] = [
         ("POST", r"^/api/jobs/\d+/clone$", "clone job"),
         ("POST", r"^/api/jobs/\d+/exports$", "export"),
         ("DELETE", r"^/api/exports/\d+$", "delete export"),
+        ("POST", r"^/api/chat/blocklist/?$", "change blocklist"),
+        ("DELETE", r"^/api/chat/blocklist/\d+$", "change blocklist"),
         ("POST", r"^/api/users/?$", "add user"),
         ("POST", r"^/api/users/[^/]+/(disable|enable|token|password)$", "change user"),
     ]

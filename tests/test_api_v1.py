@@ -184,6 +184,10 @@ def test_safety_blocklist_refuses_requests_and_replies(studio, client):
     finally:
         httpx.delete(web + f"/api/chat/blocklist/{added.json()['id']}", timeout=10)
     assert httpx.get(web + "/api/chat/blocklist", timeout=10).json() == []
+    from studio.services import accounts
+
+    audited = accounts.audit_log(studio["ctx"].engine, action="change blocklist")
+    assert len(audited) == 4  # two rules added, two removed (the bad regex was refused)
     assert httpx.get(web + "/api/chat/stats", timeout=10).json()["filtered"] >= 2
 
 

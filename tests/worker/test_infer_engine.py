@@ -172,3 +172,23 @@ def test_stops_and_chatml_end_of_reply(artifacts, tiny_model_dir):
     assert cut["texts"][0] == text[: text.find(stop)] and cut["reasons"][0] == "stop"
     assert "<|im_end|>" not in marked["texts"][0]
     assert bad["type"] == "error" and bad["status"] == 400
+
+
+@pytest.mark.parametrize("load_in", ["8bit", "4bit"])
+def test_bases_load_in_8_or_4_bits_with_adapters_on_top(tmp_path, load_in):
+    pytest.importorskip("bitsandbytes", reason="the 8/4-bit load needs bitsandbytes (pip install '.[gpu]')")
+    from studio.core.demo import demo_base_dir
+
+    # The demo base: bitsandbytes' 8-bit kernels refuse the tiny model's 32-wide layers.
+    make_adapter(demo_base_dir(), tmp_path / "jobs/1/final", seed=0)
+    access = ModelAccess((tmp_path.resolve(),), (), frozenset())
+    engines = [Engine(tmp_path, access, memory_gb=1.0, load_in=mode).start() for mode in ("none", load_in)]
+    model = ModelSpec(id="job-1", base="demo", adapter="jobs/1/final")
+    try:
+        answers = [ask_all(e, [GenerateRequest(model=model, messages=QUESTION, max_tokens=6)])[0] for e in engines]
+        sizes = [e.stats()["bases"][0]["bytes"] for e in engines]
+    finally:
+        for engine in engines:
+            engine.stop()
+    assert answers[1]["type"] == "done" and answers[1]["usage"]["completion_tokens"] > 0, answers[1]
+    assert sizes[1] < sizes[0] / 2
