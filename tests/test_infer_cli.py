@@ -24,3 +24,13 @@ def test_compose_has_an_infer_service_the_studio_talks_to():
     assert url.hostname == "infer" and str(url.port) == infer["command"][infer["command"].index("--port") + 1]
     known = {f"STUDIO_{name.upper()}" for name in Settings.model_fields} | {"REDIS_URL"}
     assert set(infer["environment"]) <= known
+
+
+def test_the_web_apps_chat_side_talks_http_and_never_loads_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, studio.api_v1, studio.services.chat, studio.core.model_ids, studio.core.safety; "
+            "print(','.join(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
