@@ -389,7 +389,7 @@ def test_token_preview_marks_trained_masked_and_cut_tokens(ctx, qa_dataset, tiny
     html_out = quality.preview(ctx, qa_dataset, 4, "demo", "alpaca", 512)
     spans = html_out.split("<pre")[1]
     assert "tok-trained" in spans and "tok-masked" in spans and "tok-cut" not in spans
-    assert "Row 4:" in html_out and "0 cut" in html_out
+    assert "&#x27;qa&#x27; version 1, row 4:" in html_out and "0 cut" in html_out
     cut = quality.preview(ctx, qa_dataset, 4, str(tiny_model_dir), "chatml", 16)
     assert "tok-cut" in cut.split("<pre")[1] and "longer than the max length" in cut
     assert "&lt;|im_start|&gt;" in cut and "<|im_start|>" not in cut  # escaped

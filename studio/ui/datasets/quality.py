@@ -133,8 +133,9 @@ def preview_html(preview: dict[str, Any]) -> str:
         f"title='{s['tokens']} tokens'>{html.escape(s['text'])}</span>"
         for s in preview["spans"]
     )
+    where = t("datasets.tp.where", name=preview["name"], version=preview["version"]) if "name" in preview else ""
     counts = t(
-        "datasets.tp.counts", index=preview["index"], tokens=preview["tokens"], trained=preview["trained_tokens"],
+        "datasets.tp.counts", where=where, index=preview["index"], tokens=preview["tokens"], trained=preview["trained_tokens"],
         masked=preview["masked_tokens"], cut=preview["cut_tokens"], max_length=preview["max_length"],
     )
     warnings = "".join(
@@ -201,10 +202,11 @@ def preview(ctx: StudioContext, dataset_id: int | None, index: float | None, bas
     if dataset_id is None or index is None or index < 0 or max_length is None:
         return notice("error", t("datasets.tp.pick"))
     try:
+        dataset = datasets.get_dataset(ctx, dataset_id)
         row = datasets.preview_row(ctx, dataset_id, int(index), (base_model or "").strip(), TemplateSection(name=template or "alpaca"), int(max_length))
     except (DatasetError, NotFound) as exc:
         return refused("datasets.tp.refused", exc)
-    return preview_html(row)
+    return preview_html({**row, "name": dataset.name, "version": dataset.version})
 
 
 
