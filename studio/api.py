@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from studio.access import Role, public, require
 from studio.core.config import ConfigError, TemplateSection
 from studio.core.quality import FIXES
 from studio.core.datasets import SCHEMAS, UNICODE_PROBLEM, DatasetError, ParseOptions, bad_unicode
@@ -34,7 +35,9 @@ from studio.services.compare import Comparison
 from studio.services.context import NotFound, StudioContext
 from studio.services.datasets import FileInspection, RowPage, VersionConflict
 
-router = APIRouter(prefix="/api")
+# Datasets, jobs and workers are the trainers' (admins pass every rule); health is open.
+router = APIRouter(prefix="/api", dependencies=[Depends(require(Role.trainer))])
+public_router = APIRouter(prefix="/api", dependencies=[Depends(public())])
 
 
 MAX_ID = 2**63 - 1  # ids are 64-bit signed in SQLite and PostgreSQL: a bigger one is a 422, not an overflow
@@ -99,7 +102,7 @@ class JobCreate(Body):
     name: str = Field(default="", max_length=200)
 
 
-@router.get("/health")
+@public_router.get("/health")
 def health(ctx: Ctx) -> dict[str, Any]:
     from sqlalchemy import text
 

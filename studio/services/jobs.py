@@ -160,7 +160,8 @@ def create_job(
     _check_devices(ctx, frozen)
     with session_scope(ctx.engine) as session:
         job = Job(
-            name=name.strip()[:200] or f"{dataset.name} on {frozen.model.base_model}",
+            # cut after the fallback too: PostgreSQL enforces the column's 200 (SQLite does not)
+            name=(name.strip() or f"{dataset.name} on {frozen.model.base_model}")[:200],
             dataset_version_id=dataset.version_id,
             base_model=frozen.model.base_model,
             config_json=frozen.model_dump_json(),
