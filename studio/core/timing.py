@@ -124,7 +124,8 @@ def phase(
     final_saved: bool = False,
 ) -> str:
     """What a running job is doing now: 'preparing', 'training', 'evaluating',
-    'evaluating_base' or 'saving'.
+    'evaluating_base', 'saving' or 'finishing' (the final model is saved; the worker is
+    wrapping up).
 
     The worker evaluates at step S (S a multiple of sample_every, and at the end) before
     it reports step S, and saves a checkpoint at S after reporting it; so a silence after
@@ -144,7 +145,7 @@ def phase(
     if total and last_train_step >= total:
         if schedule.evaluates and total not in evals:
             return "evaluating"
-        return "training" if final_saved else "saving"
+        return "finishing" if final_saved else "saving"
     if schedule.save_every and last_train_step % schedule.save_every == 0 and last_train_step not in saves:
         return "saving"
     return "training"

@@ -293,6 +293,7 @@ TEXT: dict[str, str] = {
     "jobs.phase.evaluating": "evaluating on held-out rows (training continues after it)",
     "jobs.phase.evaluating_base": "evaluating the base model, for comparison",
     "jobs.phase.saving": "saving a checkpoint",
+    "jobs.phase.finishing": "finishing up (the final model is saved)",
     "jobs.smooth": "Smoothed loss line",
     "jobs.fig.deleted": "deleted by keep last",
     "jobs.fig.on_disk": "checkpoints on disk (eval loss): {items}",

@@ -64,6 +64,7 @@ def test_phase_names_what_a_silent_job_is_doing():
     assert phase(50, 20.0, 0.5, [0, 20, 40], [50], SCHEDULE) == "training"
     assert phase(100, 20.0, eval_steps=[0, 20, 40, 60, 80], **quiet) == "evaluating"  # the final eval
     assert phase(100, 20.0, 0.5, [0, 20, 40, 60, 80, 100], [50], SCHEDULE) == "saving"
+    assert phase(100, 20.0, 0.5, [0, 20, 40, 60, 80, 100], [50], SCHEDULE, final_saved=True) == "finishing"
 
 
 def test_estimate_spans_the_runs_measured_and_labels_a_rough_one():

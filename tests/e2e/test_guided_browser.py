@@ -106,7 +106,7 @@ def test_guided_train_watch_reload_settings_and_compare(
     points = wait_until(lambda: (p := plot_points(page)).get("eval-loss") == 4 and p, 30, 0.3, "the final plot")
     assert points["train-loss"] == 12 and points["exact-match"] == 4, points
     # a running job always says what it is doing
-    assert all(phase in {"preparing", "training", "evaluating", "evaluating_base", "saving"}
+    assert all(phase in {"preparing", "training", "evaluating", "evaluating_base", "saving", "finishing"}
                for status, phase in seen if status == "running"), seen
     figures = wait_until(lambda: "no longer on disk" in (f := page.inner_text("#job-figures")) and f, 15, 0.3, "figures")
     # keep_last=1: checkpoints 4 and 8 were deleted; only 12 and the final adapter are saved
