@@ -336,6 +336,7 @@ class Engine:
 
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
+        import peft  # noqa: F401  # seconds to import: paid now, not by the first chat with a checkpoint
         while not self._stop.is_set():
             try:
                 first = self._queue.get(timeout=0.2)
