@@ -192,3 +192,24 @@ def test_bases_load_in_8_or_4_bits_with_adapters_on_top(tmp_path, load_in):
             engine.stop()
     assert answers[1]["type"] == "done" and answers[1]["usage"]["completion_tokens"] > 0, answers[1]
     assert sizes[1] < sizes[0] / 2
+
+
+def test_a_full_fine_tune_is_a_model_of_its_own(artifacts, tiny_model_dir):
+    import shutil
+
+    shutil.copytree(tiny_model_dir, artifacts / "jobs/7/final", dirs_exist_ok=True)  # full weights, as a job saves them
+    full = ModelSpec(id="job-7", base=str(tiny_model_dir), full="jobs/7/final")
+    engine = engine_for(artifacts, tiny_model_dir)
+    try:
+        answers = ask_all(engine, [GenerateRequest(model=m, messages=QUESTION, max_tokens=8) for m in (full, spec(tiny_model_dir))])
+        missing, = ask_all(engine, [GenerateRequest(model=ModelSpec(id="job-8", base=str(tiny_model_dir), full="jobs/8/final"),
+                                                    messages=QUESTION)])
+        escape, = ask_all(engine, [GenerateRequest(model=ModelSpec(id="job-9", base=str(tiny_model_dir), adapter="../../etc"),
+                                                   messages=QUESTION)])
+        stats = engine.stats()
+    finally:
+        engine.stop()
+    assert answers[0]["texts"] == answers[1]["texts"]  # the same weights answer the same
+    assert sorted(b["key"].split(":")[0] for b in stats["bases"]) == ["base", "full"]
+    assert missing["status"] == 404 and "gone" in missing["message"]
+    assert escape["status"] == 404 and "outside the artifact root" in escape["message"]
