@@ -238,3 +238,15 @@ def test_with_accounts_the_key_is_a_users_api_token(tmp_path, processes):
     blocklist = httpx.get(web + "/api/chat/blocklist", timeout=10,
                           headers={"authorization": f"Bearer {accounts.create_token(ctx.engine, 'ann')}"})
     assert blocklist.status_code == 403  # the blocklist is the admins'
+
+
+def test_no_model_host_is_a_503_that_says_how_to_start_one(tmp_path, start_server):
+    from tests.conftest import free_port
+
+    settings = make_settings(tmp_path / "data", infer_url=f"http://127.0.0.1:{free_port()}")
+    client = openai.OpenAI(base_url=start_server(settings) + "/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as down:
+        client.chat.completions.create(model="demo", messages=QUESTION)
+    assert down.value.status_code == 503 and down.value.body["code"] == "model_host_unreachable"
+    assert "studio infer" in down.value.body["message"]
+    assert [m.id for m in client.models.list()] == ["demo"]  # listing needs no host
