@@ -444,6 +444,7 @@ def test_quality_report_uses_the_training_cutoff_and_says_what_matters(ctx, qa_d
     _, summary, *_ = quality.run_report(ctx, qa_dataset, "demo", "alpaca", 16)
     assert "are longer than the cutoff of 16 tokens, so their ends are never trained" in summary
     assert quality.copy_setting(256) == 256
+    assert quality.copy_template("chatml") == "chatml" and quality.copy_template("custom") == gr.skip()
 
 
 def test_column_names_are_guessed_from_common_names():
@@ -459,3 +460,17 @@ def test_a_tsv_with_prompt_and_completion_is_mapped_by_itself(ctx, tmp_path):
     box, mapping_row, drop_i, drop_in, drop_out, columns, sample, message = upload.inspect_upload(ctx, str(path), "", "")
     assert (drop_i.value, drop_in.value, drop_out.value) == ("prompt", "", "completion") and "3 rows" in message
     assert added_id(upload.add_file(ctx, str(path), "", False, "", "", drop_i.value, drop_in.value, drop_out.value))
+
+
+def test_follow_training_ties_the_report_settings_to_the_train_tab(ctx):
+    from studio.ui.datasets import build, follow_training
+
+    with gr.Blocks() as page:
+        data = build(ctx, page)
+        train = gr.Textbox("demo"), gr.Dropdown(["alpaca", "custom"], value="alpaca"), gr.Number(256)
+        before = set(page.fns)
+        follow_training(data, *train)
+    wired = [page.fns[i] for i in set(page.fns) - before]
+    assert sorted(fn.name for fn in wired) == ["copy_setting", "copy_setting", "copy_template"]
+    targets = {fn.outputs[0]._id for fn in wired}
+    assert targets == {c._id for c in data.report_settings}

@@ -139,5 +139,6 @@ def follow_training(tab: DatasetsTab, base_model: gr.Component, template: gr.Com
     """Keep the quality report's base model, template and max length equal to the Train
     tab's controls, so the report checks the cutoff training will use. Call inside the
     Blocks, after both tabs are built."""
-    for source, target in zip((base_model, template, max_length), tab.report_settings):
-        source.change(quality.copy_setting, source, target, show_progress="hidden")
+    copies = (quality.copy_setting, quality.copy_template, quality.copy_setting)
+    for source, target, copy in zip((base_model, template, max_length), tab.report_settings, copies):
+        source.change(copy, source, target, show_progress="hidden")

@@ -215,6 +215,12 @@ def copy_setting(value: Any) -> Any:
     return value
 
 
+def copy_template(name: str | None):
+    """The Train tab's template, copied into the report's template choice, unless it is
+    one the report cannot offer ('custom': its text lives in the Train tab)."""
+    return name if name in TEMPLATES else gr.skip()
+
+
 @dataclass(frozen=True)
 class QualityPanel:
     base_model: gr.Textbox
