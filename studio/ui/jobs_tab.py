@@ -3,8 +3,10 @@ generations, log), with Cancel and Clone.
 
 Everything shown is read from the DB through the jobs service, on a timer: the browser
 holds nothing a job depends on, so a reload or a closed tab never touches a running job.
-Each panel refreshes in its own handler (one service call) and sends nothing when what
-it shows has not changed, so the plot keeps its zoom and the tables their scroll.
+All panels refresh in one event per tick (show_dashboard), each sending nothing when what
+it shows has not changed, so the tables keep their scroll. The loss plot draws itself in
+the browser from the metrics route, only new points, only while on screen (live_plot.js).
+Nothing polls while another tab is open.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from studio.ui.forms import bind
 from studio.ui.text import STATUS_COLOURS, field_label, notice, section_title, t
 
 TAB_ID = "jobs"
-POLL_SECONDS = 1.0  # how often the dashboard re-reads the DB while its job may change
+POLL_SECONDS = 2.0  # how often the dashboard re-reads the DB while its job may change (the plot: live_plot.js)
 LIST_POLL_SECONDS = 3.0  # how often the jobs table does (other sessions launch jobs too)
 SETTLE_SECONDS = 10.0  # keep polling this long after a job ends: its last events may still land
 JOB_COLUMNS = ["id", "name", "base_model", "status", "progress", "created"]
@@ -198,12 +200,16 @@ def show_status(ctx: StudioContext, job_id: int | None, visible: bool = True):
     if job_id is None:
         return t("jobs.none"), *idle
     try:
+        # progress first: a job that ends between the two reads shows as ended, not as
+        # running with no phase
+        progress = jobs.job_progress(ctx, job_id)
         job = jobs.get_job(ctx, job_id)
+        if progress is None and job.status == JobStatus.running:  # it started between the reads
+            progress = jobs.job_progress(ctx, job_id)
     except NotFound as exc:
         return html.escape(str(exc)), *idle
     stoppable = not job.status.finished and not job.cancel_requested
     live = job.status != JobStatus.queued or any(w.alive for w in jobs.list_workers(ctx))
-    progress = jobs.job_progress(ctx, job_id)
     return (
         status_html(job, live, progress), gr.Button(interactive=stoppable), gr.Button(interactive=True),
         gr.Timer(active=bool(visible) and may_change(job)),
@@ -249,6 +255,26 @@ def show_config(ctx: StudioContext, job_id: int | None):
     return settings_frame(job.config, jobs.job_dataset(ctx, job.id)), json.dumps(job.config, indent=2)
 
 
+def show_dashboard(
+    ctx: StudioContext, job_id: int | None, visible: bool, figures_shown: tuple | None,
+    samples_shown: tuple | None, logs_shown: str | None, moved: tuple | None,
+):
+    """Every panel of the dashboard in one event (status, buttons, timer, figures,
+    samples, log), each skipped while it has not changed; and `moved`, which changes only
+    when the job's status or its checkpoints do (the Export panel follows it)."""
+    try:
+        job = jobs.get_job(ctx, job_id) if job_id is not None else None
+        saved = jobs.job_checkpoints(ctx, job_id) if job is not None else []
+    except NotFound:
+        job, saved = None, []
+    now = (job_id, job.status.value if job else None, tuple((c.step, c.on_disk) for c in saved))
+    return (
+        *show_status(ctx, job_id, visible), *show_figures(ctx, job_id, figures_shown),
+        *show_samples(ctx, job_id, samples_shown), show_logs(ctx, job_id, logs_shown),
+        gr.skip() if now == moved else now,
+    )
+
+
 def cancel(ctx: StudioContext, job_id: int | None):
     if job_id is None:
         return gr.skip()
@@ -292,7 +318,7 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
     """Render the tab; a change of `launched` (a job id) opens that job. Its timers start
     when `tab` is picked (and at load, for a page opened on this tab)."""
     list_key, figures_key, samples_key, cloned = gr.State(None), gr.State(None), gr.State(None), gr.State(None)
-    visible = gr.State(False)
+    visible, moved = gr.State(False), gr.State(None)
     list_timer, timer = gr.Timer(LIST_POLL_SECONDS, active=False), gr.Timer(POLL_SECONDS, active=False)
     gr.Markdown(t("jobs.list_title"))
     table = gr.Dataframe(interactive=False, max_height=220, elem_id="jobs-table")
@@ -318,7 +344,7 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
             language="json", label=t("jobs.settings_json"), interactive=False, lines=6, max_lines=20,
             buttons=["copy"], elem_id="job-config-json",
         )
-    export_panel.build(ctx, selected, status)
+    export_panel.build(ctx, selected, moved)  # not `status`: it changes every tick (the ETA)
 
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
     list_out = [table, selected, list_key]
@@ -327,16 +353,18 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
         return open_from_url(ctx, shown, request)
 
     page.load(open_jobs, list_key, [*list_out, visible, list_timer], **quiet)
-    gr.on([list_timer.tick, status.change], bind(show_jobs, ctx), [selected, list_key], list_out, **quiet)
+    gr.on([list_timer.tick], bind(show_jobs, ctx), [selected, list_key], list_out, **quiet)
     launched.change(bind(show_jobs, ctx), [launched, list_key], list_out, **quiet)
     cloned.change(bind(show_jobs, ctx), [cloned, list_key], list_out, **quiet)
     table.select(pick_row, None, selected)
 
-    refresh = [selected.change, timer.tick, visible.change]
-    gr.on(refresh, bind(show_status, ctx), [selected, visible], [status, cancel_btn, clone_btn, timer], **quiet)
-    gr.on(refresh, bind(show_figures, ctx), [selected, figures_key], [figures, figures_key], **quiet)
-    gr.on(refresh, bind(show_samples, ctx), [selected, samples_key], [samples, samples_key], **quiet)
-    gr.on(refresh, bind(show_logs, ctx), [selected, logs], logs, **quiet)
+    # One event per tick for every panel: each event costs the browser a round trip and a
+    # render pass, and five a second kept a core busy 45% of the time.
+    gr.on(
+        [selected.change, timer.tick, visible.change], bind(show_dashboard, ctx),
+        [selected, visible, figures_key, samples_key, logs, moved],
+        [status, cancel_btn, clone_btn, timer, figures, figures_key, samples, samples_key, logs, moved], **quiet,
+    )
     if tab is not None:
         tab.select(shown_tab, None, [visible, list_timer], show_progress="hidden")
     selected.change(None, selected, None, js=live_plot.SHOW_JOB_JS)

@@ -69,6 +69,12 @@ def test_upload_train_and_watch_a_job(settings, start_server, start_worker, tiny
     page.locator("#train-dataset input").click()
     page.get_by_role("option", name=re.compile(r"^tasks \(id 1, 120 rows\)")).click()
     page.locator("#base-model textarea").fill(str(tiny_model_dir))
+    page.locator("#base-model textarea").press("Tab")
+    # The goal fills the Advanced settings for this model and data (quick try: 2 passes
+    # over 108 rows); wait for it, then change what this test needs.
+    page.locator("#train-advanced > button.label-wrap").click()
+    epochs = page.locator("#cfg-training-epochs input")
+    wait_until(lambda: epochs.input_value() == "2", 60, 0.2, "the goal's settings for the tiny model")
     for path, value in {
         "training.max_steps": 12,
         "training.sample_every": 4,
