@@ -19,6 +19,7 @@ from studio.ui.text import notice, t
 USER_COLUMNS = ["name", "role", "status", "last login", "created"]
 AUDIT_COLUMNS = ["when", "who", "what", "target", "outcome", "address"]
 SETTING_COLUMNS = ["setting", "value", "meaning"]
+RULE_COLUMNS = ["id", "kind", "pattern", "added by", "added"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,36 @@ def show_settings(ctx: StudioContext) -> pd.DataFrame:
 
 def _hide_password(text: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1***@", text)
+
+
+def show_rules(ctx: StudioContext) -> pd.DataFrame:
+    from studio.services import chat
+
+    rows = [[r.id, r.kind, r.pattern, r.created_by, _when(r.created_at)] for r in chat.list_rules(ctx)]
+    return pd.DataFrame(rows, columns=RULE_COLUMNS)
+
+
+def add_block_rule(ctx: StudioContext, kind: str, pattern: str, by: str):
+    from studio.services import chat
+
+    try:
+        rule = chat.add_rule(ctx, kind or "word", pattern or "", by)
+    except chat.ChatError as exc:
+        return notice("error", str(exc)), gr.update(), gr.update()
+    return notice("ok", t("admin.rule_added", kind=rule.kind, pattern=rule.pattern)), show_rules(ctx), ""
+
+
+def remove_block_rule(ctx: StudioContext, rule_id: float | None):
+    from studio.services import chat
+    from studio.services.context import NotFound
+
+    if rule_id is None:
+        return notice("error", t("admin.rule_pick")), gr.update()
+    try:
+        chat.delete_rule(ctx, int(rule_id))
+    except NotFound as exc:
+        return notice("error", str(exc)), gr.update()
+    return notice("ok", t("admin.rule_removed", id=int(rule_id))), show_rules(ctx)
 
 
 def show_audit(ctx: StudioContext) -> pd.DataFrame:
@@ -101,6 +132,16 @@ def build(ctx: StudioContext, tab: gr.Tab) -> AdminTab:
     gr.Markdown(t("admin.audit_title"))
     audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, elem_id="admin-audit")
     refresh = gr.Button(t("admin.refresh"), size="sm")
+    gr.Markdown(t("admin.blocklist_title"))
+    rules = gr.Dataframe(headers=RULE_COLUMNS, interactive=False, elem_id="admin-blocklist")
+    with gr.Row():
+        rule_kind = gr.Dropdown(["word", "regex"], value="word", label=t("admin.rule_kind"), elem_id="admin-rule-kind")
+        rule_pattern = gr.Textbox(label=t("admin.rule_pattern"), max_lines=1, max_length=500, elem_id="admin-rule-pattern")
+        rule_add = gr.Button(t("admin.rule_add"), elem_id="admin-rule-add")
+    with gr.Row():
+        rule_id = gr.Number(label=t("admin.rule_id"), precision=0, minimum=1, elem_id="admin-rule-id")
+        rule_remove = gr.Button(t("admin.rule_remove"), elem_id="admin-rule-remove")
+    rule_message = gr.HTML(elem_id="admin-rule-message")
     with gr.Accordion(t("admin.settings_title"), open=False):
         gr.Markdown(t("admin.settings_help"))
         settings = gr.Dataframe(headers=SETTING_COLUMNS, interactive=False, wrap=True, elem_id="admin-settings")
@@ -108,6 +149,16 @@ def build(ctx: StudioContext, tab: gr.Tab) -> AdminTab:
     tab.select(bind(show_users, ctx), None, users, show_progress="hidden")
     tab.select(bind(show_audit, ctx), None, audit, show_progress="hidden")
     tab.select(bind(show_settings, ctx), None, settings, show_progress="hidden")
+    tab.select(bind(show_rules, ctx), None, rules, show_progress="hidden")
+
+    def add_rule_as_admin(kind: str, pattern: str, request: gr.Request):
+        return add_block_rule(ctx, kind, pattern, getattr(request, "username", None) or "admin")
+
+    add_rule_as_admin.__name__ = "add_block_rule"  # the gate audits events by handler name
+    rule_add.click(add_rule_as_admin, [rule_kind, rule_pattern], [rule_message, rules, rule_pattern]).then(
+        bind(show_audit, ctx), None, audit, show_progress="hidden")
+    rule_remove.click(bind(remove_block_rule, ctx), [rule_id], [rule_message, rules]).then(
+        bind(show_audit, ctx), None, audit, show_progress="hidden")
     refresh.click(bind(show_audit, ctx), None, audit, show_progress="hidden")
     # The gate writes the audit line after the event; then the log is re-read.
     add.click(bind(add_user, ctx), [name, role, password], [add_message, users, name, password]).then(

@@ -30,6 +30,7 @@ AUDITED = {
     "clone": "clone job", "save_cell": "edit dataset", "add_new_row": "edit dataset", "delete_selected": "edit dataset",
     "revert": "edit dataset", "split": "edit dataset", "apply_quality_fix": "edit dataset", "start_export": "export",
     "delete_export": "delete export", "add_user": "add user", "change_user": "change user",
+    "add_block_rule": "change blocklist", "remove_block_rule": "change blocklist",
 }
 
 

@@ -49,6 +49,17 @@ TEXT: dict[str, str] = {
     "admin.token": "API token for {name} (shown only now; copy it): {token}",
     "admin.audit_title": "### Audit log: who did what, and when",
     "admin.refresh": "Refresh",
+    "admin.blocklist_title": (
+        "### Safety blocklist\nRequests and replies in Chat and the API that contain one of these are refused."
+    ),
+    "admin.rule_kind": "Kind",
+    "admin.rule_pattern": "Word or regular expression",
+    "admin.rule_add": "Block it",
+    "admin.rule_id": "Rule id",
+    "admin.rule_remove": "Remove rule",
+    "admin.rule_pick": "Type the id of the rule to remove (first column).",
+    "admin.rule_added": "Blocked ({kind}): {pattern}",
+    "admin.rule_removed": "Rule {id} removed.",
     "admin.settings_title": "Settings in force",
     "admin.settings_help": (
         "The studio reads these from its environment (or the command line) when it starts; "

@@ -35,3 +35,17 @@ def test_settings_view_hides_passwords(tmp_path):
 
     table = admin_tab.show_settings(Context).to_string()
     assert "s3cret" not in table and "hunter2" not in table and "STUDIO_DATABASE_URL" in table
+
+
+def test_blocklist_panel(ctx):
+    message, rules, pattern = admin_tab.add_block_rule(ctx, "regex", r"\bsecret\d+", "ada")
+    assert "Blocked (regex)" in message and pattern == ""
+    assert rules.values.tolist()[0][1:4] == ["regex", r"\bsecret\d+", "ada"]
+    message, *_ = admin_tab.add_block_rule(ctx, "regex", "(unclosed", "ada")
+    assert "notice-error" in message
+    rule_id = rules.values.tolist()[0][0]
+    message, rules = admin_tab.remove_block_rule(ctx, rule_id)
+    assert "removed" in message and rules.empty
+    message, _ = admin_tab.remove_block_rule(ctx, 999)
+    assert "does not exist" in message
+    assert "notice-error" in admin_tab.remove_block_rule(ctx, None)[0]
