@@ -294,26 +294,26 @@ def user_list(data_dir: DataOpt = None) -> None:
         typer.echo(f"{user.name:<24} {user.role:<8} {'disabled' if user.disabled else 'active':<9} last login {seen}")
 
 
-@users.command("disable")
-def user_disable(name: str, data_dir: DataOpt = None) -> None:
-    """Disable a user: their sessions end at once and their API tokens stop working."""
+def _set_disabled(name: str, disabled: bool, data_dir: Optional[Path]) -> None:
     from studio.services import accounts
 
     engine = _engine(data_dir)
-    _accounts_call(accounts.set_disabled, engine, name, True)
-    accounts.record(engine, "cli", "change user", f"{name}: disable")
-    typer.echo(f"disabled {name}")
+    action = "disable" if disabled else "enable"
+    _accounts_call(accounts.set_disabled, engine, name, disabled)
+    accounts.record(engine, "cli", "change user", f"{name}: {action}")
+    typer.echo(f"{action}d {name}")
+
+
+@users.command("disable")
+def user_disable(name: str, data_dir: DataOpt = None) -> None:
+    """Disable a user: their sessions end at once and their API tokens stop working."""
+    _set_disabled(name, True, data_dir)
 
 
 @users.command("enable")
 def user_enable(name: str, data_dir: DataOpt = None) -> None:
     """Enable a disabled user again."""
-    from studio.services import accounts
-
-    engine = _engine(data_dir)
-    _accounts_call(accounts.set_disabled, engine, name, False)
-    accounts.record(engine, "cli", "change user", f"{name}: enable")
-    typer.echo(f"enabled {name}")
+    _set_disabled(name, False, data_dir)
 
 
 @users.command("token")
