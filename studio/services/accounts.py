@@ -247,24 +247,21 @@ def login(engine: Engine, limiter: LoginLimiter, name: str, password: str, ip: s
             ok = _hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):
             ok = False
-        if not ok or user is None or user.disabled:
-            failure = "disabled" if ok and user is not None else "failed"
-        else:
-            failure = None
+        failure = None if ok and user is not None and not user.disabled else ("disabled" if ok else "failed")
+        if failure is None:
+            if _hasher.check_needs_rehash(user.password_hash):
+                user.password_hash = _hasher.hash(password)
+            cookie = secrets.token_urlsafe(32)
+            session.add(LoginSession(user_id=user.id, token_hash=_digest(cookie), expires_at=time.time() + hours * 3600))
+            user.last_login_at = utcnow()
+            session.add(user)
+            session.add(AuditEvent(actor=user.name, action="login", ip=ip[:64]))
+            identity = Identity(user.name, Role(user.role), user.id)
+    # Raised after the session has closed, so the failure's audit line is not rolled back.
     if failure:
         limiter.failed(name, ip)
         record(engine, name or "?", "login", outcome=failure, ip=ip)
         raise LoginRefused("Wrong user name or password.")
-    with session_scope(engine) as session:
-        user = session.exec(select(User).where(User.name == name)).one()
-        if _hasher.check_needs_rehash(user.password_hash):
-            user.password_hash = _hasher.hash(password)
-        cookie = secrets.token_urlsafe(32)
-        session.add(LoginSession(user_id=user.id, token_hash=_digest(cookie), expires_at=time.time() + hours * 3600))
-        user.last_login_at = utcnow()
-        session.add(user)
-        session.add(AuditEvent(actor=user.name, action="login", ip=ip[:64]))
-        identity = Identity(user.name, Role(user.role), user.id)
     limiter.succeeded(name)
     return cookie, identity
 
