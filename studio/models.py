@@ -10,7 +10,7 @@ import enum
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -424,3 +424,95 @@ class SafetyRulePublic(SQLModel):
     pattern: str
     created_by: str
     created_at: datetime
+
+
+# --- evaluations ------------------------------------------------------------------------
+
+
+class EvalRun(SQLModel, table=True):
+    """Automatic metrics for a few models on one evaluation set, run on a worker like a
+    job (claim, lease, cancel flag, progress); answers and scores are stored per row."""
+
+    __tablename__ = "eval_run"
+    __table_args__ = (Index("ix_eval_run_status_lease", "status", "lease_expires_at"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    status: JobStatus = Field(default=JobStatus.queued, index=True)
+    progress: float = Field(default=0.0, description="0..1")
+    stage: str = Field(default="", max_length=200, description="what the worker is doing now")
+    models: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                              description="model ids, as asked")
+    specs: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                                        description="each model resolved for the engine when the run was made")
+    dataset_id: Optional[int] = Field(default=None, foreign_key="dataset.id", index=True)
+    dataset_version_id: Optional[int] = Field(default=None, foreign_key="dataset_version.id")
+    split: str = Field(default="validation", max_length=16, description="validation or all")
+    max_rows: int = 256
+    row_count: int = 0
+    sampling: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    results: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                                          description="[{model, metrics, categories}] once it succeeded")
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_by: str = Field(default="", max_length=64)
+    cancel_requested: bool = False
+    attempts: int = 0
+    max_attempts: int = 3
+    lease_owner: Optional[str] = Field(default=None, max_length=200)
+    lease_expires_at: Optional[float] = Field(default=None, description="unix seconds")
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class EvalRow(SQLModel, table=True):
+    """One prompt of an evaluation run, with each model's answer and scores."""
+
+    __tablename__ = "eval_row"
+    __table_args__ = (UniqueConstraint("eval_id", "index"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    eval_id: int = Field(foreign_key="eval_run.id", index=True)
+    index: int
+    prompt: str = Field(sa_column=Column(Text, nullable=False), description="the user text exactly as given")
+    input: str = Field(default="", sa_column=Column(Text, nullable=False), description="Alpaca's input field")
+    reference: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    category: Optional[str] = Field(default=None, max_length=200)
+    outputs: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False),
+                                    description="{model id: answer}")
+    scores: dict[str, dict[str, Optional[float]]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False),
+                                                          description="{model id: {metric: value}}")
+
+
+class EvalResult(SQLModel):
+    model: str
+    metrics: dict[str, Optional[float]]
+    categories: dict[str, dict[str, Optional[float]]] = {}  # the same metrics per row category
+
+
+class EvalPublic(SQLModel):
+    id: int
+    status: JobStatus
+    progress: float
+    stage: str
+    models: list[str]
+    dataset_id: Optional[int]
+    dataset_version_id: Optional[int]
+    split: str
+    max_rows: int
+    row_count: int
+    sampling: dict[str, Any]
+    results: list[EvalResult]
+    error: Optional[str]
+    created_by: str
+    cancel_requested: bool
+    created_at: datetime
+    started_at: Optional[datetime]
+    finished_at: Optional[datetime]
+
+
+class EvalRowPublic(SQLModel):
+    index: int
+    prompt: str
+    input: str
+    reference: Optional[str]
+    category: Optional[str]
+    outputs: dict[str, str]
+    scores: dict[str, dict[str, Optional[float]]]

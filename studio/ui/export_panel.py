@@ -104,21 +104,27 @@ def listing_html(items: list[ExportPublic]) -> str:
 # --- handlers -------------------------------------------------------------------------
 
 
-def show_sources(ctx: StudioContext, job_id: int | None, current: int | None = None):
+def show_sources(ctx: StudioContext, job_id: int | None, current: int | None = None, shown: tuple | None = None):
     """What can be exported from the job: its final result once it succeeded, and each
-    checkpoint still kept. The current pick stays while it is still offered."""
-    if job_id is None:
-        return gr.Dropdown(choices=[], value=None), gr.Button(interactive=False)
-    try:
-        job = jobs.get_job(ctx, job_id)
-        saved = jobs.job_checkpoints(ctx, job_id)
-    except NotFound:
-        return gr.Dropdown(choices=[], value=None), gr.Button(interactive=False)
-    choices = [(t("export.final"), FINAL)] if job.status == JobStatus.succeeded else []
-    choices += [(t("export.checkpoint", step=c.step), c.step) for c in reversed(saved) if not c.final]
+    checkpoint still on disk. The current pick stays while it is still offered, and an
+    unchanged list is not sent again: a reply computed from a pick made before the user's
+    newer one would put the old pick back. Returns (picker, start button, shown key)."""
+    choices: list[tuple[str, int]] = []
+    if job_id is not None:
+        try:
+            job = jobs.get_job(ctx, job_id)
+            saved = jobs.job_checkpoints(ctx, job_id)
+        except NotFound:
+            job, saved = None, []
+        if job is not None and job.status == JobStatus.succeeded:
+            choices.append((t("export.final"), FINAL))
+        choices += [(t("export.checkpoint", step=c.step), c.step) for c in reversed(saved) if not c.final and c.on_disk]
+    key = (job_id, tuple(choices))
+    if key == shown:
+        return gr.skip(), gr.skip(), gr.skip()
     values = [value for _, value in choices]
     value = current if current in values else (values[0] if values else None)
-    return gr.Dropdown(choices=choices, value=value), gr.Button(interactive=bool(choices))
+    return gr.Dropdown(choices=choices, value=value), gr.Button(interactive=bool(choices)), key
 
 
 def show_quantization(kind: str):
@@ -168,7 +174,7 @@ def delete(ctx: StudioContext, export_id: int | None):
 def build(ctx: StudioContext, selected: gr.Dropdown, status: gr.HTML) -> ExportPanel:
     """Render the panel for the job picked in `selected`; `status` (the dashboard's status
     box) changing means the job moved on: new checkpoints, or its final result."""
-    shown, changed = gr.State(None), gr.State(None)
+    shown, changed, sources_shown = gr.State(None), gr.State(None), gr.State(None)
     timer = gr.Timer(POLL_SECONDS, active=False)
     with gr.Accordion(t("export.title"), open=True, elem_id="export-panel"):
         gr.Markdown(t("export.help"))
@@ -191,7 +197,10 @@ def build(ctx: StudioContext, selected: gr.Dropdown, status: gr.HTML) -> ExportP
 
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
     outputs = [listing, doomed, shown, timer]
-    gr.on([selected.change, status.change], bind(show_sources, ctx), [selected, source], [source, start], **quiet)
+    gr.on(
+        [selected.change, status.change], bind(show_sources, ctx), [selected, source, sources_shown],
+        [source, start, sources_shown], **quiet,
+    )
     gr.on([selected.change, timer.tick, changed.change], bind(show_exports, ctx), [selected, shown], outputs, **quiet)
     kind.change(show_quantization, kind, quantization, show_progress="hidden")
     start.click(bind(start_export, ctx), [selected, source, kind, quantization], [message, changed])

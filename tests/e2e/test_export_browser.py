@@ -64,6 +64,9 @@ def test_export_a_job_from_the_jobs_tab(tmp_path, start_server, start_worker, ti
     page.locator("#export-kind").get_by_text("Adapter").click()
     source.click()
     page.get_by_role("option", name="Checkpoint at step 4").click()
+    wait_until(lambda: source.input_value() == "Checkpoint at step 4", 10, 0.2, "the checkpoint as the export source")
+    page.wait_for_timeout(1500)  # a dashboard tick or two: the pick must survive them
+    assert source.input_value() == "Checkpoint at step 4"
     page.click("#export-start")
     wait_until(lambda: _card_status(page, 2) == "succeeded", 180, 0.3, "the checkpoint's adapter export")
     assert "job-1/checkpoint-4" in page.inner_text("#export-listing [data-export-id='2']")
