@@ -15,9 +15,10 @@ from studio.api_accounts import admin_router, me_router
 from studio.api_accounts import pages as account_pages
 from studio.gate import RATER_PAGE, Gate
 from studio.services.accounts import LoginLimiter
-from studio import api_exports, api_v1
+from studio import api_evals, api_exports, api_v1
 from studio.eventbus import StreamIngester
 from studio.services.context import StudioContext
+from studio.services import evals as eval_service
 from studio.services import exports as export_service
 from studio.services.jobs import reap
 from studio.settings import Settings
@@ -32,6 +33,7 @@ def _reaper_loop(ctx: StudioContext, stop: threading.Event) -> None:
         try:
             reap(ctx)
             export_service.reap(ctx)
+            eval_service.reap(ctx)
         except Exception:
             log.exception("reaper pass failed")
 
@@ -64,12 +66,14 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
     app.include_router(public_router)
     app.include_router(router)
     app.include_router(api_exports.router)
+    app.include_router(api_evals.router)
     app.include_router(account_pages)
     app.include_router(me_router)
     app.include_router(admin_router)
     api_v1.install(app)  # /v1 (OpenAI-compatible) and /api/chat
     install_error_handlers(app)
     api_exports.install_error_handlers(app)
+    api_evals.install_error_handlers(app)
     app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 1e6))
     ui_rules = rater_rules = None
     if with_ui:

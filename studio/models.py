@@ -473,6 +473,8 @@ class EvalRow(SQLModel, table=True):
     index: int
     prompt: str = Field(sa_column=Column(Text, nullable=False), description="the user text exactly as given")
     input: str = Field(default="", sa_column=Column(Text, nullable=False), description="Alpaca's input field")
+    context: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                                          description="a chat row's earlier turns, before the prompt")
     reference: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
     category: Optional[str] = Field(default=None, max_length=200)
     outputs: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False),
@@ -512,6 +514,7 @@ class EvalRowPublic(SQLModel):
     index: int
     prompt: str
     input: str
+    context: list[dict[str, Any]] = []
     reference: Optional[str]
     category: Optional[str]
     outputs: dict[str, str]

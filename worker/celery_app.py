@@ -9,6 +9,7 @@ from studio.settings import Settings, get_settings
 
 RUN_JOB = "studio.run_job"
 RUN_EXPORT = "studio.run_export"  # same queue and workers as training
+RUN_EVAL = "studio.run_eval"
 QUEUE = "training"
 
 
@@ -69,3 +70,8 @@ def enqueue(celery: Celery, job_id: int) -> None:
 def enqueue_export(celery: Celery, export_id: int) -> None:
     """Put an export id on the training queue: exports run on the same workers."""
     celery.send_task(RUN_EXPORT, args=[export_id], queue=QUEUE)
+
+
+def enqueue_eval(celery: Celery, eval_id: int) -> None:
+    """Put an evaluation run's id on the training queue: evaluations run on the same workers."""
+    celery.send_task(RUN_EVAL, args=[eval_id], queue=QUEUE)

@@ -23,7 +23,7 @@ from studio.models import DatasetVersion, Job, JobStatus
 from studio.settings import Settings, get_settings
 from worker import distributed, recipe, registry
 from worker.callbacks import EventWriter, Heartbeat, JobRun, TrainingDiverged
-from worker.celery_app import RUN_EXPORT, RUN_JOB, app
+from worker.celery_app import RUN_EVAL, RUN_EXPORT, RUN_JOB, app
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,14 @@ def run_export(export_id: int) -> str:
     from worker import export
 
     return export.run(get_settings(), export_id)
+
+
+@app.task(name=RUN_EVAL)
+def run_eval(eval_id: int) -> str:
+    """Answer and score one evaluation run (worker/evaluate.py); claimed with a lease like a job."""
+    from worker import evaluate
+
+    return evaluate.run(get_settings(), eval_id)
 
 
 def job_run(settings: Settings, engine: Engine, job: Job, owner: str, primary: bool = True) -> JobRun:
