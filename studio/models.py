@@ -519,3 +519,73 @@ class EvalRowPublic(SQLModel):
     category: Optional[str]
     outputs: dict[str, str]
     scores: dict[str, dict[str, Optional[float]]]
+
+
+# --- rating campaigns -------------------------------------------------------------------
+
+
+class Campaign(SQLModel, table=True):
+    """Blind human rating of a few models' answers, generated ahead of time by an
+    evaluation run; items are made from its rows once it has succeeded."""
+
+    __tablename__ = "campaign"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    status: str = Field(default="generating", max_length=16, index=True,
+                        description="generating (the answers), open, closed or failed")
+    models: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    mode: str = Field(default="pairwise", max_length=16, description="pairwise, likert or both")
+    criteria: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    ratings_per_item: int = 3
+    pairs_per_prompt: int = 1
+    eval_id: int = Field(foreign_key="eval_run.id", index=True)
+    seed: int = Field(description="the A/B coin's and the schedule's seed, drawn at creation")
+    salt: str = Field(max_length=64, description="keys the pseudonymous rater ids in exports")
+    error: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_by: str = Field(default="", max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CampaignItem(SQLModel, table=True):
+    """One prompt and two contestants' answers, with the side each is shown on."""
+
+    __tablename__ = "campaign_item"
+    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    position: int = Field(description="order in the schedule")
+    prompt: str = Field(sa_column=Column(Text, nullable=False))
+    input: str = Field(default="", sa_column=Column(Text, nullable=False))
+    model_a: str = Field(max_length=300)
+    model_b: str = Field(max_length=300)
+    answer_a: str = Field(sa_column=Column(Text, nullable=False))
+    answer_b: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class CampaignAssignment(SQLModel, table=True):
+    """An item handed to a rater: only assigned items may be rated, none twice."""
+
+    __tablename__ = "campaign_assignment"
+    __table_args__ = (UniqueConstraint("item_id", "rater"), Index("ix_campaign_assignment_rater", "campaign_id", "rater"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    item_id: int = Field(foreign_key="campaign_item.id", index=True)
+    rater: str = Field(max_length=64)
+    assigned_at: float = Field(description="unix seconds; an unrated one stops holding the item after a while")
+    rated: bool = False
+
+
+class Rating(SQLModel, table=True):
+    """A rater's judgement of one item; one per (item, rater), so a replayed POST is a no-op."""
+
+    __tablename__ = "rating"
+    __table_args__ = (UniqueConstraint("item_id", "rater"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    item_id: int = Field(foreign_key="campaign_item.id", index=True)
+    rater: str = Field(max_length=64)
+    winner: Optional[str] = Field(default=None, max_length=16, description="A, B, tie or both_bad")
+    scores: dict[str, dict[str, int]] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False),
+                                              description='{"A": {criterion: 1-5}, "B": {...}}')
+    comment: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
