@@ -28,7 +28,6 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
-    DataCollatorWithFlattening,
     Trainer,
     TrainerState,
     TrainingArguments,
@@ -56,6 +55,7 @@ from studio.core.templates import (
 from worker import checkpoints
 from worker.callbacks import JobRun, StudioCallback
 from worker.generation import generate
+from worker.packing import PackedCollator, pack_rows
 
 _log = logging.getLogger(__name__)
 
@@ -321,15 +321,25 @@ def count_trainable(model) -> str:
 
 def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
     """The HF Trainer for this job, with the studio's callbacks (events, evaluation,
-    cancel, checkpoints) and TensorBoard."""
+    cancel, checkpoints) and TensorBoard. With packing, the Trainer's items are the
+    packed sequences, so its step count (LR schedule, total steps, ETA) is the real one."""
     t = job.config.training
     # Training never reads a KV cache, and packed rows need it off: with a cache the
     # mask ignores position_ids and packed rows silently attend to each other.
     model.config.use_cache = False
     if t.gradient_checkpointing and hasattr(model, "peft_config"):
         model.enable_input_require_grads()  # frozen embeddings: checkpointed layers still get grads
-    args = training_arguments(t, str(job.paths.checkpoints), job.log)
-    trainer = Trainer(model=model, args=args, train_dataset=data.train, data_collator=make_collator(tokenizer, t))
+    train = data.train
+    if t.packing:
+        train = pack_rows(data.train, t.max_length)
+        fill = sum(len(b["input_ids"]) for b in train) / (len(train) * t.max_length)
+        job.log(
+            f"packing: {len(data.train)} rows into {len(train)} sequences of <= {t.max_length} tokens "
+            f"({fill:.1%} full), {t.sequences_per_step} per step ({t.step_tokens:,} tokens)"
+        )
+    attention = getattr(model.config, "_attn_implementation", None) or "default"
+    args = training_arguments(t, str(job.paths.checkpoints), job.log, attention)
+    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=make_collator(tokenizer, t))
     evaluator = Evaluator(trainer, tokenizer, data, job)
     # a fresh LoRA adapter is a no-op (B = 0), so the base model is the model with it off
     trainer.add_callback(StudioCallback(job, evaluator, base_later=hasattr(model, "peft_config")))
@@ -337,7 +347,9 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
     return trainer
 
 
-def training_arguments(t: TrainingSection, output_dir: str, log: Callable[[str], None]) -> TrainingArguments:
+def training_arguments(
+    t: TrainingSection, output_dir: str, log: Callable[[str], None], attention: str = "default"
+) -> TrainingArguments:
     """TrainingArguments from the job's settings, with precision and optimizer resolved
     for this worker's device (fallbacks are logged, never silent)."""
     device = detect_device()
@@ -346,14 +358,14 @@ def training_arguments(t: TrainingSection, output_dir: str, log: Callable[[str],
     for note in filter(None, [precision_note, optim_note]):
         log("warning: " + note)
     log(
-        f"training on {device.name} in {precision}"
+        f"training on {device.name} in {precision}, {attention} attention, optimizer {optim}"
         + (", packed rows" if t.packing else "")
         + (", length-grouped batches" if t.group_by_length else "")
         + (", gradient checkpointing" if t.gradient_checkpointing else "")
     )
     return TrainingArguments(
         output_dir=output_dir,
-        per_device_train_batch_size=t.batch_size,
+        per_device_train_batch_size=t.sequences_per_step,  # packed: bins of max_length tokens
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.scheduler,
@@ -375,7 +387,8 @@ def training_arguments(t: TrainingSection, output_dir: str, log: Callable[[str],
         save_total_limit=None,  # the studio prunes, never before a newer one is complete
         eval_strategy="no",  # the studio callback evaluates, so eval and probes share a step
         report_to="none",  # TensorBoard is added by build_trainer, writing into the job's folder
-        # Packed batches have no padding (and no attention mask to find it by).
+        # Packed batches have no attention mask to find their padding by; it is a few
+        # percent (bench/train_throughput.py), so it is counted as seen.
         include_num_input_tokens_seen="all" if t.packing else "non_padding",
         disable_tqdm=True,
         remove_unused_columns=False,
@@ -386,11 +399,10 @@ def training_arguments(t: TrainingSection, output_dir: str, log: Callable[[str],
 
 
 def make_collator(tokenizer, training: TrainingSection):
-    """Batches of encoded rows: packed into one padding-free row (positions restart per
-    row, the first label of each row is masked so no row predicts across a boundary), or
-    padded to the longest row of the batch."""
+    """Batches of packed sequences (worker.packing: bins of rows whose positions restart
+    per row), or of encoded rows padded to the longest row of the batch."""
     if training.packing:
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+        return PackedCollator(tokenizer.pad_token_id)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
 
 
@@ -401,6 +413,10 @@ class Evaluator:
         self.trainer, self.tokenizer, self.data, self.job = trainer, tokenizer, data, job
         self.template = job.config.template
         self.prompts = [encode_prompt(tokenizer, row, self.template) for row in data.probes]
+        training = job.config.training
+        # held-out rows batched as training batches them: packed, or padded rows
+        self.held_out = pack_rows(data.held_out, training.max_length) if training.packing else data.held_out
+        self.eval_batch = training.sequences_per_step
         self.last_eval_loss: float | None = None
 
     def __call__(self, step: int, base: bool = False) -> None:
@@ -439,9 +455,9 @@ class Evaluator:
         collator = self.trainer.data_collator
         device = next(model.parameters()).device
         total, tokens = 0.0, 0
-        size = self.job.config.training.batch_size
-        for start in range(0, len(self.data.held_out), size):
-            batch = collator(self.data.held_out[start : start + size])
+        size = self.eval_batch
+        for start in range(0, len(self.held_out), size):
+            batch = collator(self.held_out[start : start + size])
             batch = {k: v.to(device) for k, v in batch.items()}
             n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
             total += float(model(**batch).loss) * n

@@ -171,8 +171,16 @@ class TrainingSection(Section):
     # RSS and the same held-out loss; length grouping was ~3% worse in held-out loss.
     packing: bool = Field(
         default=True,
-        description="Padding-free packing: each batch's rows are joined into one sequence whose "
-        "rows never attend to each other, so no compute goes to padding.",
+        description="Packing: rows are packed into sequences of at most max_length tokens, whose "
+        "rows never attend to each other, so almost no compute goes to padding.",
+    )
+    tokens_per_step: int = Field(
+        default=0,
+        ge=0,
+        le=134_217_728,
+        description="With packing: the token budget of a step per device. Rows are packed into sequences "
+        "of at most max_length tokens, and a step takes tokens_per_step // max_length of them. "
+        "0: batch_size x max_length.",
     )
     group_by_length: bool = Field(
         default=False,
@@ -208,6 +216,30 @@ class TrainingSection(Section):
     max_new_tokens: int = Field(
         default=64, ge=1, le=4096, description="Longest probe generation, in tokens."
     )
+
+    @model_validator(mode="after")
+    def _step_budget_fits(self) -> "TrainingSection":
+        if self.tokens_per_step and not self.packing:
+            raise ValueError(
+                "tokens_per_step: a token budget needs packing; without it a step is batch_size rows "
+                "(turn packing on, or set tokens_per_step to 0)"
+            )
+        if self.tokens_per_step and self.tokens_per_step < self.max_length:
+            raise ValueError(
+                f"tokens_per_step: {self.tokens_per_step} is less than max_length ({self.max_length}); "
+                "a step must hold at least one full sequence"
+            )
+        return self
+
+    @property
+    def step_tokens(self) -> int:
+        """The step's token budget per device: tokens_per_step, or batch_size x max_length."""
+        return self.tokens_per_step or self.batch_size * self.max_length
+
+    @property
+    def sequences_per_step(self) -> int:
+        """Sequences per step per device: packed bins of max_length tokens, else rows."""
+        return self.step_tokens // self.max_length if self.packing else self.batch_size
 
 
 class JobConfig(Section):
