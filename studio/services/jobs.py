@@ -14,7 +14,7 @@ from sqlmodel import select
 from studio import lifecycle, workers
 from studio.core import timing
 from studio.core.basemodels import DEMO, ModelAccess, check_base_model
-from studio.core.config import DEMO_PRESET, ConfigError, JobConfig, build_config, deep_merge
+from studio.core.config import DEMO_PRESET, ConfigError, JobConfig, TrainingSection, build_config, deep_merge
 from studio.core.estimate import GIB, Device, Plan, detect_device, device_capacity, preview_job
 from studio.core.paths import resolve_inside
 from studio.db import session_scope
@@ -205,7 +205,8 @@ def preview_launch(
     preset: str | None = "",
 ) -> LaunchPreview:
     """Validate like create_job (raises ConfigError / NotFound), store nothing, and size
-    the run. Steps follow the HF Trainer: ceil(rows / (batch x accumulation x devices)) per epoch."""
+    the run. Steps follow the HF Trainer: ceil(rows / (batch x accumulation x devices)) per
+    epoch; packed, sequences of max_length tokens take the rows' place (see _preview_steps)."""
     dataset = get_dataset(ctx, dataset_id)
     frozen = make_config(base_model, dataset.version_id, config, preset, ModelAccess.from_settings(ctx.settings))
     _check_devices(ctx, frozen)
@@ -214,16 +215,27 @@ def preview_launch(
         train_rows = dataset.row_count - dataset.validation_rows
     else:
         train_rows = dataset.row_count - round(dataset.row_count * data.validation_fraction)
-    per_epoch = math.ceil(max(train_rows, 1) / (training.batch_size * training.grad_accum * training.devices))
-    steps = training.max_steps or math.ceil(per_epoch * training.epochs)
+    steps = _preview_steps(training, train_rows, None)
     plan, runs_on, device = _plan_for_workers(ctx, frozen)
     estimate, tokens = None, 0.0
     try:
         report = quality_report(ctx, dataset_id, frozen.model.base_model, frozen.template, training.max_length)
+        steps = _preview_steps(training, train_rows, report["tokens"]["mean"])
         estimate, tokens = speed.launch_estimate(ctx, frozen, steps, report["tokens"]["mean"], plan.total_params, device)
     except DatasetError:  # no tokenizer for this model (the plan's warnings say why): no estimate
         pass
     return LaunchPreview(plan, train_rows, steps, runs_on, estimate, tokens)
+
+
+def _preview_steps(training: TrainingSection, train_rows: int, tokens_per_row: float | None) -> int:
+    """Steps as the worker's Trainer counts them. Packed, its items are sequences of at
+    most max_length tokens (worker.packing's best fit, close to full), about
+    rows x tokens per row / max_length of them; with no token count, rows stand in."""
+    items = max(train_rows, 1)
+    if training.packing and tokens_per_row is not None:
+        items = math.ceil(items * min(tokens_per_row, training.max_length) / training.max_length)
+    per_epoch = math.ceil(items / (training.sequences_per_step * training.grad_accum * training.devices))
+    return training.max_steps or math.ceil(per_epoch * training.epochs)
 
 
 def _plan_for_workers(ctx: StudioContext, config: JobConfig) -> tuple[Plan, str, Device]:

@@ -117,8 +117,11 @@ def launch_estimate(
     Rests on the newest finished runs of the same base model and method on the same
     device; then on such runs on any device; then on a rough rate from the parameter count."""
     training = config.training
+    row_tokens = min(tokens_per_row, training.max_length)
     rows_per_step = training.batch_size * training.grad_accum * training.devices
-    tokens = steps * rows_per_step * min(tokens_per_row, training.max_length)
+    if training.packing and row_tokens > 0:  # a step holds sequences of max_length tokens, close to full
+        rows_per_step = training.sequences_per_step * training.grad_accum * training.devices * training.max_length / row_tokens
+    tokens = steps * rows_per_step * row_tokens
     evaluates = config.data.validation_fraction > 0 or bool(config.data.probe_prompts)
     schedule = Schedule(steps, training.sample_every, training.save_every, evaluates)
     evals = evals_after(0, schedule) + 1 if evaluates else 0  # and the base model's at step 0

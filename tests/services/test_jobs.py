@@ -4,6 +4,7 @@ the real base model configs (the shipped demo base and a tiny local Llama)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import pytest
@@ -26,7 +27,10 @@ def upload(ctx, n: int) -> int:
 
 def test_preview_sizes_the_run_like_the_trainer(ctx):
     dataset_id = upload(ctx, 100)
-    config = {"data": {"validation_fraction": 0.1}, "training": {"batch_size": 8, "grad_accum": 2, "epochs": 3}}
+    config = {
+        "data": {"validation_fraction": 0.1},
+        "training": {"batch_size": 8, "grad_accum": 2, "epochs": 3, "packing": False},
+    }
     preview = jobs.preview_launch(ctx, dataset_id, "demo", config)
     assert preview.train_rows == 90
     assert preview.steps == 3 * 6  # ceil(90 / 16) per epoch
@@ -40,10 +44,25 @@ def test_preview_sizes_the_run_like_the_trainer(ctx):
     assert jobs.list_jobs(ctx) == []  # a preview stores nothing
 
 
+def test_packed_preview_counts_sequences_of_max_length(ctx):
+    """Packed, the Trainer steps over sequences of max_length tokens, tokens_per_step of
+    them a step: the preview counts those, and the tokens they hold."""
+    dataset_id = upload(ctx, 100)
+    report = datasets.quality_report(ctx, dataset_id, "demo", max_length=64)
+    mean = report["tokens"]["mean"]
+    training = {"max_length": 64, "tokens_per_step": 128, "epochs": 2, "packing": True}
+    preview = jobs.preview_launch(ctx, dataset_id, "demo", {"training": training})
+    sequences = math.ceil(90 * mean / 64)
+    assert preview.steps == 2 * math.ceil(sequences / 2)  # two sequences of 64 tokens a step
+    assert preview.train_tokens == pytest.approx(preview.steps * 128)
+    doubled = jobs.preview_launch(ctx, dataset_id, "demo", {"training": {**training, "tokens_per_step": 256}})
+    assert doubled.steps == 2 * math.ceil(sequences / 4)
+
+
 def test_preview_uses_a_stored_split(ctx):
     dataset_id = upload(ctx, 50)
     datasets.split_dataset(ctx, dataset_id, validation_fraction=0.2, seed=1)
-    preview = jobs.preview_launch(ctx, dataset_id, "demo", {"training": {"batch_size": 10, "epochs": 1}})
+    preview = jobs.preview_launch(ctx, dataset_id, "demo", {"training": {"batch_size": 10, "epochs": 1, "packing": False}})
     assert preview.train_rows == 40 and preview.steps == 4
 
 

@@ -21,6 +21,7 @@ from studio.core.config import ConfigError, TrainingSection, build_config
 from studio.core.demo import demo_dataset
 from studio.core.templates import encode_example
 from studio.services import jobs
+from tests.conftest import upload_file
 from worker.packing import PackedCollator, best_fit_decreasing, pack_rows
 from worker.recipe import make_collator
 
@@ -217,9 +218,11 @@ def test_packed_job_trains_like_a_padded_job(run_here, ctx):
     assert results[True][1] == pytest.approx(results[False][1], abs=1e-4)
 
 
-def test_steps_follow_the_token_budget(run_here, ctx):
+def test_steps_follow_the_token_budget(run_here, ctx, tiny_model_dir, alpaca_file):
     """The Trainer's step count (LR schedule, total steps, ETA) is the packed one: twice
-    the budget, half the steps (within a step for the last, partial one)."""
+    the budget, half the steps (within a step for the last, partial one); the pre-launch
+    preview, which has only the mean row length, counts about as many."""
+    dataset_id = upload_file(ctx, alpaca_file)
     steps = {}
     for budget in (2 * MAX_LENGTH, 4 * MAX_LENGTH):
         config = {**QUICK, "training": {**QUICK["training"], "max_steps": 0, "epochs": 1, "warmup_ratio": 0.0, "tokens_per_step": budget}}
@@ -234,4 +237,7 @@ def test_steps_follow_the_token_budget(run_here, ctx):
         lrs = [m.learning_rate for m in jobs.job_metrics(ctx, job.id) if m.split == "train"]
         assert len(lrs) == job.total_steps and lrs[-1] < lrs[0]  # the linear decay reaches the end
         steps[budget] = job.total_steps
+        preview = jobs.preview_launch(ctx, dataset_id, str(tiny_model_dir), config)
+        # from the mean row length: rows just over max_length / 2 (as here) pack worse than it says
+        assert abs(preview.steps - job.total_steps) <= max(1, 0.2 * job.total_steps), (preview.steps, job.total_steps)
     assert abs(steps[2 * MAX_LENGTH] - 2 * steps[4 * MAX_LENGTH]) <= 1
