@@ -293,3 +293,61 @@ def reap(ctx: StudioContext) -> None:
     for eval_id in requeue:
         log.warning("eval %s: worker lease expired, requeued", eval_id)
         enqueue_eval(ctx.celery, eval_id)
+
+
+# --- views for the Evaluate tab -------------------------------------------------------
+
+ROW_FILTERS = ("all", "a_right_b_wrong", "b_right_a_wrong", "both_wrong", "both_right")
+
+
+def _right(scores: dict[str, Any], model: str) -> Optional[bool]:
+    value = (scores.get(model) or {}).get("exact_match")
+    return None if value is None else value >= 1.0
+
+
+def compare_rows(ctx: StudioContext, eval_id: int, a: str, b: str, which: str = "a_right_b_wrong",
+                 limit: int = MAX_ROWS) -> list[EvalRowPublic]:
+    """The run's rows where model `a` is right (exact match) and `b` wrong, or the other
+    filters of ROW_FILTERS; rows without a reference only pass 'all'."""
+    if which not in ROW_FILTERS:
+        raise ConfigError([f"filter: must be one of {', '.join(ROW_FILTERS)}, not '{which}'"])
+    run = get_eval(ctx, eval_id)
+    for name, model in (("a", a), ("b", b)):
+        if model not in run.models:
+            raise ConfigError([f"{name}: '{model}' is not one of this run's models ({', '.join(run.models)})"])
+    wanted = {
+        "all": lambda x, y: True,
+        "a_right_b_wrong": lambda x, y: x is True and y is False,
+        "b_right_a_wrong": lambda x, y: x is False and y is True,
+        "both_wrong": lambda x, y: x is False and y is False,
+        "both_right": lambda x, y: x is True and y is True,
+    }[which]
+    out: list[EvalRowPublic] = []
+    for offset in range(0, run.row_count, MAX_PAGE):
+        for row in eval_rows(ctx, eval_id, offset, MAX_PAGE):
+            if wanted(_right(row.scores, a), _right(row.scores, b)):
+                out.append(row)
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def metric_by_step(ctx: StudioContext, eval_id: int, metric: str, category: Optional[str] = None
+                   ) -> list[dict[str, Any]]:
+    """[{job, step, model, value}] for the run's trained models, in step order per job: how
+    a metric moves across a job's checkpoints (its final result at its last step)."""
+    run = get_eval(ctx, eval_id)
+    points = []
+    with session_scope(ctx.engine) as session:
+        for result in run.results:
+            parsed = parse_model_id(result.model)
+            if parsed.is_base:
+                continue
+            step = parsed.step
+            if step is None:
+                job = session.get(Job, parsed.job_id)
+                step = job.total_steps or job.step if job is not None else None
+            metrics = result.categories.get(category, {}) if category else result.metrics
+            if step is not None and metrics.get(metric) is not None:
+                points.append({"job": parsed.job_id, "step": step, "model": result.model, "value": metrics[metric]})
+    return sorted(points, key=lambda p: (p["job"], p["step"]))

@@ -18,7 +18,7 @@ from studio.access import Role
 from studio.gate import UiRules
 from studio.services import accounts
 from studio.services.context import StudioContext
-from studio.ui import admin_tab, chat_tab, compare_tab, datasets_tab, jobs_tab, location, train_tab
+from studio.ui import admin_tab, chat_tab, compare_tab, datasets_tab, evaluate_tab, jobs_tab, location, train_tab
 from studio.ui.text import t
 
 TRAINERS = frozenset({Role.trainer, Role.admin})
@@ -31,6 +31,7 @@ AUDITED = {
     "revert": "edit dataset", "split": "edit dataset", "apply_quality_fix": "edit dataset", "start_export": "export",
     "delete_export": "delete export", "add_user": "add user", "change_user": "change user",
     "add_block_rule": "change blocklist", "remove_block_rule": "change blocklist",
+    "start_eval": "start evaluation", "cancel_eval": "cancel evaluation",
 }
 
 
@@ -98,6 +99,8 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
                     compare_tab.build(ctx, page, compare_item)
                 with gr.Tab(t("tab.chat"), id=chat_tab.TAB_ID, elem_id="tab-chat") as chat_item:
                     chat_tab.build(ctx, page, tabs, chat_item, jobs.selected, jobs.chat)
+                with gr.Tab(t("tab.evaluate"), id=evaluate_tab.TAB_ID, elem_id="tab-evaluate") as evaluate_item:
+                    evaluate_tab.build(ctx, page, evaluate_item)
                 admin_item = gr.Tab(t("tab.admin"), id="admin", elem_id="tab-admin", visible=False)
 
             def show_user(request: gr.Request):
@@ -117,7 +120,8 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
             # The URL follows the tab picked (a reload lands there); the Jobs tab's timers
             # stop on any other tab.
             for item, tab_id in ((datasets_item, "datasets"), (train_tab_item, "train"), (jobs_item, jobs_tab.TAB_ID),
-                                 (compare_item, "compare"), (chat_item, chat_tab.TAB_ID), (admin_item, "admin")):
+                                 (compare_item, "compare"), (chat_item, chat_tab.TAB_ID),
+                                 (evaluate_item, evaluate_tab.TAB_ID), (admin_item, "admin")):
                 item.select(None, None, None, js=location.set_param_js("tab", tab_id, wait_for_ready=True))
                 if item is not jobs_item:
                     item.select(jobs_tab.hidden_tab, None, [jobs.visible, *jobs.timers], show_progress="hidden")
