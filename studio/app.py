@@ -15,7 +15,7 @@ from studio.api_accounts import admin_router, me_router
 from studio.api_accounts import pages as account_pages
 from studio.gate import RATER_PAGE, Gate
 from studio.services.accounts import LoginLimiter
-from studio import api_evals, api_exports, api_v1
+from studio import api_campaigns, api_evals, api_exports, api_v1
 from studio.eventbus import StreamIngester
 from studio.services.context import StudioContext
 from studio.services import evals as eval_service
@@ -67,6 +67,7 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
     app.include_router(router)
     app.include_router(api_exports.router)
     app.include_router(api_evals.router)
+    app.include_router(api_campaigns.router)
     app.include_router(account_pages)
     app.include_router(me_router)
     app.include_router(admin_router)
@@ -74,6 +75,7 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
     install_error_handlers(app)
     api_exports.install_error_handlers(app)
     api_evals.install_error_handlers(app)
+    api_campaigns.install_error_handlers(app)
     app.add_middleware(UploadLimit, max_bytes=int(settings.max_upload_mb * 1e6))
     ui_rules = rater_rules = None
     if with_ui:

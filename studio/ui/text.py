@@ -67,6 +67,32 @@ TEXT: dict[str, str] = {
     ),
     # rater page
     "rater.none": "No rating work is assigned to you yet. Your trainer will let you know when there is.",
+    "rater.campaign": "Campaign",
+    "rater.campaign_choice": "Campaign {id} ({rated} rated by you)",
+    "rater.campaign_preparing": "Campaign {id} (getting ready)",
+    "rater.refresh": "Look for work",
+    "rater.intro": (
+        "Read the prompt and both answers, then pick the better one. "
+        "The answers come from different models in a random order: A and B say nothing about which is which."
+    ),
+    "rater.likert_intro": "Score both answers on every criterion (1 = poor, 5 = excellent), then submit.",
+    "rater.prompt": "Prompt",
+    "rater.input": "Input",
+    "rater.answer": "Answer {label}",
+    "rater.score": "{label}: {criterion}",
+    "rater.comment": "Comment (optional)",
+    "rater.vote_a": "A is better",
+    "rater.vote_b": "B is better",
+    "rater.vote_tie": "Tie",
+    "rater.vote_both_bad": "Both are bad",
+    "rater.submit_scores": "Submit scores",
+    "rater.progress": "Item for you to rate. You have rated {rated} in this campaign.",
+    "rater.saved": "Saved. ",
+    "rater.done": "You have rated everything this campaign has for you ({rated} items). Thank you!",
+    "rater.preparing": "This campaign's answers are still being written. Try again in a minute.",
+    "rater.closed": "This campaign is not open for rating.",
+    "rater.not_rater": "Rating is for raters: a trainer knows which model is which. Log in with a rater account.",
+    "rater.problem": "Not saved: {problem}",
     # datasets tab
     "datasets.upload_title": "### Add a dataset",
     "datasets.file": "Instruction data file (.json, .jsonl, .ndjson, .csv, .tsv or .parquet)",
