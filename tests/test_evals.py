@@ -243,3 +243,49 @@ def test_bad_requests_are_4xx_naming_the_field(studio, tmp_path):
     assert client.get("/api/evals/99999/rows").status_code == 404
     assert client.get("/api/evals/abc").status_code == 422
     assert client.get("/api/evals/1/rows", params={"limit": 10**6}).status_code == 422
+
+
+@pytest.mark.db
+def test_the_reaper_requeues_an_expired_run_and_fails_one_out_of_attempts(ctx):
+    from studio.services import evals
+    from worker.evaluate import claim_eval
+
+    run = evals.create_eval(ctx, evals.EvalRequest(models=["demo"], prompts=["Say hi."]))
+    for attempt in range(1, 4):
+        claimed = claim_eval(ctx.engine, run.id, f"w{attempt}@test", lease_seconds=-1)  # its lease is over at once
+        assert claimed is not None and claimed.attempts == attempt
+        evals.reap(ctx)
+        state = evals.get_eval(ctx, run.id)
+        if attempt < 3:
+            assert state.status == "queued" and "requeued" in state.stage
+    assert state.status == "failed" and "died 3 times" in state.error
+    assert claim_eval(ctx.engine, run.id, "w4@test", 60) is None
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_answers_it_stored(settings, tiny_model_dir):
+    """answer_all skips what a previous attempt stored, and stores each chunk as it goes;
+    batched and one-at-a-time greedy answers are the same (the real engine, a tiny model)."""
+    from worker.evaluate import Item, answer_all, make_engine
+    from worker.infer.engine import ModelSpec
+
+    spec = ModelSpec(id="tiny", base=str(tiny_model_dir))
+    prompts = ["Which word comes last in the input?", "Add 3 and 4.", "Say hi.", "Count the words."]
+    rows = [Item(i, p, "", [], None, None) for i, p in enumerate(prompts)]
+    rows[1].outputs["tiny"] = "kept from the first attempt"
+    stored: list[list[int]] = []
+    engine = make_engine(settings)
+    try:
+        answer_all(engine, [spec], rows, {"max_tokens": 8}, store=lambda chunk: stored.append([i.index for i in chunk]),
+                   chunk_rows=2)
+    finally:
+        engine.stop()
+    assert stored == [[0, 2], [3]]
+    assert rows[1].outputs["tiny"] == "kept from the first attempt"
+    single = [Item(i, p, "", [], None, None) for i, p in enumerate(prompts)]
+    engine = make_engine(settings, batch_rows=1)
+    try:
+        answer_all(engine, [spec], single, {"max_tokens": 8})
+    finally:
+        engine.stop()
+    assert [r.outputs["tiny"] for r in single if r.index != 1] == [r.outputs["tiny"] for r in rows if r.index != 1]
