@@ -1,22 +1,27 @@
-"""Training throughput: the studio's recipe with its defaults against a plain HF Trainer.
+"""Training throughput: the studio's recipe against a plain HF Trainer, and the studio's
+step-budget sweep.
 
-Both train the same local ~28M-parameter Llama (hidden 512, 6 layers, random init, a BPE
+All train the same local ~28M-parameter Llama (hidden 512, 6 layers, random init, a BPE
 tokenizer trained on generated text) with the same LoRA settings (r=8, alpha 16, every
-linear layer, batch 8, same learning rate, schedule and seed) for one epoch over the same
-generated rows, whose lengths vary widely (as real instruction data does), so both see
-exactly the same trained tokens:
+linear layer, max length 512, same learning rate, schedule and seed) for one epoch over
+the same generated rows, whose lengths vary widely (as real instruction data does), so
+all see exactly the same rows and trained tokens:
 
-  (a) plain: transformers Trainer + peft, DataCollatorForSeq2Seq dynamic padding, fp32;
-  (b) studio: worker/recipe.py's own path (prepare_data, load_model, build_trainer) on
-      a real job record, with the studio's default training settings.
+  plain: transformers Trainer + peft, batch 8, DataCollatorForSeq2Seq dynamic padding, fp32;
+  studio Nk: worker/recipe.py's own path (prepare_data, load_model, build_trainer) on a
+      real job record, the studio's default settings (packing) with
+      training.tokens_per_step = N x 1024: rows packed into sequences of <= 512 tokens,
+      N x 2 of them a step. 4k is the default (batch 8 x max length 512).
 
 Each runs in its own subprocess, so peak RSS is per configuration. Printed per config:
-non-pad tokens/s and trained (label) tokens/s over the training steps, the padding share
-of the computed tokens, peak RSS (and its growth after the model was loaded), and the
-held-out loss after training, scored the same way for both. Goals for (b)/(a): >= 1.4x
-tokens/s, padding <= 2%, peak memory <= 1.0x, held-out loss no worse than 2%.
+non-pad tokens/s, rows/s and trained (label) tokens/s over the training steps, the padding
+share of the computed tokens, peak RSS (and its growth after the model was loaded), and
+the held-out loss after training at equal rows, scored the same way for all. Goals: studio
+4k >= 1.4x plain tokens/s, peak memory <= 1.0x, held-out loss no worse than 2%; tokens/s at
+a 4k step within 10% of a 1k step (no quadratic cost); padding <= 2% at every budget.
 
-    python bench/train_throughput.py [--rows 640] [--studio '{"training": {"packing": true}}']
+    python bench/train_throughput.py [--rows 640] [--budgets 1024,2048,4096,8192]
+        [--studio '{"training": {"packing": true}}']
 """
 
 from __future__ import annotations
@@ -91,19 +96,20 @@ def build_assets(workdir: Path, n_rows: int) -> tuple[Path, Path]:
 
 
 class CountingCollator:
-    """Wraps a collator to count computed, non-pad and trained tokens of the batches."""
+    """Wraps a collator to count the rows and the computed, non-pad and trained tokens of
+    the batches. Its items are rows, or packed sequences (a row starts at each position 0)."""
 
     def __init__(self, inner):
         self.inner = inner
         self.counting = False
-        self.computed = self.real = self.trained = 0
+        self.computed = self.real = self.trained = self.rows = 0
 
     def __call__(self, features):
         batch = self.inner(features)
         if self.counting:
-            ids = batch["input_ids"]
-            self.computed += ids.numel()
-            self.real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else ids.numel()
+            self.computed += batch["input_ids"].numel()
+            self.real += sum(len(f["input_ids"]) for f in features)
+            self.rows += sum(list(f["position_ids"]).count(0) if "position_ids" in f else 1 for f in features)
             self.trained += int((batch["labels"][:, 1:] != -100).sum())
         return batch
 
@@ -116,11 +122,12 @@ def timer_callback(counter: CountingCollator, result: dict):
     class Timer(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             counter.counting = True
-            result["start"] = time.perf_counter()
+            result["start"], result["cpu_start"] = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == state.max_steps:
                 result["seconds"] = time.perf_counter() - result["start"] - result.get("eval_seconds", 0.0)
+                result["cpu_seconds"] = time.process_time() - result["cpu_start"] - result.get("eval_cpu_seconds", 0.0)
                 counter.counting = False
 
     return Timer()
@@ -136,11 +143,12 @@ def untimed_evaluation(trainer, counter: CountingCollator, result: dict) -> None
 
     def timed(step: int, base: bool = False) -> None:
         counting, counter.counting = counter.counting, False
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             evaluate(step, base=base)
         finally:
             result["eval_seconds"] = result.get("eval_seconds", 0.0) + time.perf_counter() - start
+            result["eval_cpu_seconds"] = result.get("eval_cpu_seconds", 0.0) + time.process_time() - cpu_start
             counter.counting = counting
 
     callback.evaluate = timed
@@ -243,7 +251,7 @@ def run_studio(model_dir: Path, data_file: Path, out_dir: Path, overrides: dict)
     from worker import recipe
     from worker.callbacks import EventWriter, JobRun
 
-    settings = Settings(data_dir=out_dir / "studio")
+    settings = Settings(data_dir=out_dir / "studio", model_dirs=[model_dir.parent])  # the built model may be loaded
     upgrade(settings.db_url)
     ctx = StudioContext.from_settings(settings)
     dataset = datasets.create_dataset(ctx, "rows.jsonl", data_file.read_bytes())[0]
@@ -284,7 +292,9 @@ def run_studio(model_dir: Path, data_file: Path, out_dir: Path, overrides: dict)
     _, held_rows = split([json.loads(line) for line in data_file.read_text().splitlines()])
     held = encode_rows(tokenizer, held_rows)
     report = _report(result, counter, rss_loaded, held_out_loss(trainer.model, tokenizer, held), trainer.state.global_step)
-    report["settings"] = run.config.training.model_dump(include={"precision", "packing", "group_by_length", "gradient_checkpointing"})
+    report["settings"] = run.config.training.model_dump(
+        include={"precision", "packing", "tokens_per_step", "group_by_length", "gradient_checkpointing"}
+    )
     return report
 
 
@@ -294,6 +304,9 @@ def _report(result: dict, counter: CountingCollator, rss_loaded: float, loss: fl
         "steps": steps,
         "seconds": result["seconds"],
         "tokens_per_s": counter.real / result["seconds"],
+        "rows_per_s": counter.rows / result["seconds"],
+        # CPU time of all the process's threads: steadier than wall time on a shared machine
+        "tokens_per_cpu_s": counter.real / result["cpu_seconds"],
         "trained_tokens": counter.trained,
         "trained_per_s": counter.trained / result["seconds"],
         "padding_share": 1 - counter.real / counter.computed,
@@ -306,18 +319,39 @@ def _report(result: dict, counter: CountingCollator, rss_loaded: float, loss: fl
 # --- the parent: build once, run each config in its own process, compare -----------
 
 
-def run_child(name: str, workdir: Path, overrides: str) -> dict:
+def run_child(name: str, workdir: Path, overrides: dict) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 2))}
-    cmd = [sys.executable, __file__, "--child", name, "--workdir", str(workdir), "--studio", overrides]
+    child = "plain" if name == "plain" else "studio"
+    cmd = [sys.executable, __file__, "--child", child, "--workdir", str(workdir), "--studio", json.dumps(overrides)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"  {name}: {report['steps']} steps, {report['seconds']:.0f} s", flush=True)
+    return report
+
+
+ROWS = [  # label, key, format, goal
+    ("non-pad tokens/s", "tokens_per_s", "{:11.0f}", "4k >= 1.4x plain; 4k within 10% of 1k"),
+    ("non-pad tokens/CPU s", "tokens_per_cpu_s", "{:11.0f}", "(steadier under load)"),
+    ("rows/s", "rows_per_s", "{:11.2f}", ""),
+    ("trained tokens/s", "trained_per_s", "{:11.0f}", ""),
+    ("trained tokens", "trained_tokens", "{:11d}", "equal"),
+    ("padding share", "padding_share", "{:11.2%}", "studio <= 2%"),
+    ("peak RSS MB", "peak_rss_mb", "{:11.0f}", "4k <= 1.0x plain"),
+    ("  growth after load MB", "peak_growth_mb", "{:11.0f}", ""),
+    ("held-out loss", "held_out_loss", "{:11.4f}", "4k <= 1.02x plain"),
+    ("steps", "steps", "{:11d}", ""),
+    ("train seconds", "seconds", "{:11.1f}", ""),
+]
 
 
 def main() -> None:
+    from studio.core.config import deep_merge
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=640, help="generated rows (10%% held out); sets the runtime")
+    parser.add_argument("--budgets", default="1024,2048,4096,8192", help="studio tokens_per_step values to sweep")
     parser.add_argument("--studio", default="{}", help="JSON partial config laid over the studio's defaults")
     parser.add_argument("--child", choices=["plain", "studio"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
@@ -337,31 +371,37 @@ def main() -> None:
         return
 
     started = time.perf_counter()
+    base = json.loads(args.studio)
+    configs = {"plain": {}}
+    for budget in (int(b) for b in args.budgets.split(",") if b.strip()):
+        configs[f"studio {budget / 1024:g}k"] = deep_merge(base, {"training": {"tokens_per_step": budget}})
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         model_dir, _ = build_assets(workdir, args.rows)
         from transformers import AutoModelForCausalLM
 
         params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
-        print(f"model: {params / 1e6:.1f}M parameters {SHAPE}; {args.rows} rows; LoRA r=8 all linear, batch {BATCH}")
-        results = {name: run_child(name, workdir, args.studio) for name in ("plain", "studio")}
-    a, b = results["plain"], results["studio"]
-    print(f"studio settings: {b.pop('settings')}")
-    print(f"{'':22}{'(a) plain':>14}{'(b) studio':>14}{'b/a':>8}  goal")
-    rows = [
-        ("non-pad tokens/s", "tokens_per_s", "{:14.0f}", ">= 1.4x"),
-        ("trained tokens/s", "trained_per_s", "{:14.0f}", ""),
-        ("trained tokens", "trained_tokens", "{:14d}", "equal"),
-        ("padding share", "padding_share", "{:14.2%}", "(b) <= 2%"),
-        ("peak RSS MB", "peak_rss_mb", "{:14.0f}", "<= 1.0x"),
-        ("  growth after load MB", "peak_growth_mb", "{:14.0f}", ""),
-        ("held-out loss", "held_out_loss", "{:14.4f}", "<= 1.02x"),
-        ("train seconds", "seconds", "{:14.1f}", ""),
-    ]
-    for label, key, fmt, goal in rows:
-        ratio = b[key] / a[key] if a[key] else float("nan")
-        print(f"{label:22}{fmt.format(a[key])}{fmt.format(b[key])}{ratio:8.2f}  {goal}")
-    print(f"total bench time {time.perf_counter() - started:.0f}s")
+        print(f"model: {params / 1e6:.1f}M parameters {SHAPE}; {args.rows} rows; LoRA r=8 all linear, "
+              f"max length {MAX_LENGTH}; plain: batch {BATCH}; threads {os.environ.get('OMP_NUM_THREADS', os.cpu_count())}")
+        results = {name: run_child(name, workdir, overrides) for name, overrides in configs.items()}
+    studio = [name for name in results if name != "plain"]
+    for name in studio:
+        print(f"{name} settings: {results[name].pop('settings')}")
+    print(f"{'':22}" + "".join(f"{name:>11}" for name in results) + "  goal")
+    for label, key, fmt, goal in ROWS:
+        print(f"{label:22}" + "".join(fmt.format(r[key]) for r in results.values()) + f"  {goal}")
+    plain = results["plain"]
+    for name in studio:
+        r = results[name]
+        print(f"{name} / plain: tokens/s {r['tokens_per_s'] / plain['tokens_per_s']:.2f}x, "
+              f"peak RSS {r['peak_rss_mb'] / plain['peak_rss_mb']:.2f}x, "
+              f"held-out loss {r['held_out_loss'] / plain['held_out_loss']:.3f}x")
+    first = results[studio[0]] if studio else None
+    for name in studio[1:]:
+        r = results[name]
+        print(f"{name} / {studio[0]}: tokens/s {r['tokens_per_s'] / first['tokens_per_s']:.2f}x, "
+              f"tokens/CPU s {r['tokens_per_cpu_s'] / first['tokens_per_cpu_s']:.2f}x")
+    print(f"total bench time {time.perf_counter() - started:.0f}s; load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
