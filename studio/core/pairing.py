@@ -84,11 +84,12 @@ def next_item(candidates: Iterable[Candidate], seen_pairs: Mapping[frozenset, in
     the item with fewest ratings (so items fill evenly), then the pair this rater has seen
     least (a mix), then a seeded hash (so raters do not all get the same item)."""
     had = set(already)
-    best, best_key = None, None
-    for c in candidates:
-        if c.item_id in had or c.taken >= wanted:
-            continue
-        key = (c.taken, seen_pairs.get(c.pair, 0), hashlib.sha256(f"{seed}:{c.item_id}".encode()).digest())
-        if best_key is None or key < best_key:
-            best, best_key = c.item_id, key
-    return best
+    open_items = [c for c in candidates if c.item_id not in had and c.taken < wanted]
+    if not open_items:
+        return None
+    # Narrow by the cheap keys first; hash only the items still tied.
+    fewest = min(c.taken for c in open_items)
+    open_items = [c for c in open_items if c.taken == fewest]
+    least_seen = min(seen_pairs.get(c.pair, 0) for c in open_items)
+    open_items = [c for c in open_items if seen_pairs.get(c.pair, 0) == least_seen]
+    return min(open_items, key=lambda c: hashlib.sha256(f"{seed}:{c.item_id}".encode()).digest()).item_id

@@ -27,7 +27,7 @@ from dataclasses import asdict
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import and_, func, or_, update
+from sqlalchemy import and_, func, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -239,7 +239,8 @@ def rater_campaigns(ctx: StudioContext, rater: str) -> list[dict[str, Any]]:
     return out
 
 
-def _public_item(campaign: Campaign, item: CampaignItem, done: int) -> dict[str, Any]:
+def _public_item(campaign: Campaign, item, done: int) -> dict[str, Any]:
+    """What a rater is sent for an item (a CampaignItem or a row of its columns)."""
     return {
         "item_id": item.id,
         "prompt": item.prompt,
@@ -251,49 +252,59 @@ def _public_item(campaign: Campaign, item: CampaignItem, done: int) -> dict[str,
     }
 
 
-def next_item(ctx: StudioContext, campaign_id: int, rater: str) -> Optional[dict[str, Any]]:
-    """The rater's next item (assigned to them now), or None when nothing is left for them.
-    An item they were given and have not rated yet comes back first (a reload, a retry)."""
+def _open_campaign(ctx: StudioContext, session, campaign_id: int) -> Campaign:
+    campaign = _load(session, campaign_id)
+    if campaign.status == "open":
+        return campaign
     status = refresh(ctx, campaign_id)
     if status == "generating":
         raise CampaignRefused("this campaign's answers are still being written; try again in a minute")
     if status != "open":
         raise CampaignRefused(f"this campaign is {status}: there is nothing to rate")
+    session.refresh(campaign)
+    return campaign
+
+
+def next_item(ctx: StudioContext, campaign_id: int, rater: str) -> Optional[dict[str, Any]]:
+    """The rater's next item (assigned to them now), or None when nothing is left for them.
+    An item they were given and have not rated yet comes back first (a reload, a retry).
+    Few, column-only queries: 20 raters polling at once share one web process."""
     cutoff = time.time() - HOLD_SECONDS
     with session_scope(ctx.engine) as session:
-        campaign = _load(session, campaign_id)
-        done = session.exec(select(func.count()).select_from(Rating).where(
-            Rating.campaign_id == campaign_id, Rating.rater == rater)).one()
-        mine = session.exec(
+        campaign = _open_campaign(ctx, session, campaign_id)
+        mine = session.execute(
             select(CampaignAssignment.item_id, CampaignAssignment.rated, CampaignItem.model_a, CampaignItem.model_b)
             .join(CampaignItem, CampaignItem.id == CampaignAssignment.item_id)
             .where(CampaignAssignment.campaign_id == campaign_id, CampaignAssignment.rater == rater)
             .order_by(CampaignAssignment.assigned_at)
         ).all()
-        pending = next((item_id for item_id, rated, _, _ in mine if not rated), None)
-        if pending is not None:
-            return _public_item(campaign, session.get(CampaignItem, pending), done)
-        # Items with how many ratings they have or are promised (fresh assignments).
-        taken = (
-            select(CampaignItem.id, CampaignItem.model_a, CampaignItem.model_b, func.count(CampaignAssignment.id))
-            .outerjoin(CampaignAssignment, and_(
-                CampaignAssignment.item_id == CampaignItem.id,
-                or_(CampaignAssignment.rated, CampaignAssignment.assigned_at > cutoff)))
-            .where(CampaignItem.campaign_id == campaign_id)
-            .group_by(CampaignItem.id, CampaignItem.model_a, CampaignItem.model_b)
-        )
-        candidates = [Candidate(i, frozenset((a, b)), n) for i, a, b, n in session.exec(taken).all()]
-        seen = Counter(frozenset((a, b)) for _, _, a, b in mine)
-        pick = choose_item(candidates, seen, campaign.ratings_per_item, already=[m[0] for m in mine],
-                           seed=f"{campaign.seed}:{rater}")
+        done = sum(1 for m in mine if m.rated)
+        pick = next((m.item_id for m in mine if not m.rated), None)
         if pick is None:
-            return None
-        session.add(CampaignAssignment(campaign_id=campaign_id, item_id=pick, rater=rater, assigned_at=time.time()))
-        try:
-            session.flush()
-        except IntegrityError:  # the same rater asked twice at once: the other request assigned it
-            session.rollback()
-        item = session.get(CampaignItem, pick)
+            # Items with how many ratings they have or are promised (fresh assignments).
+            taken = (
+                select(CampaignItem.id, CampaignItem.model_a, CampaignItem.model_b, func.count(CampaignAssignment.id))
+                .outerjoin(CampaignAssignment, and_(
+                    CampaignAssignment.item_id == CampaignItem.id,
+                    or_(CampaignAssignment.rated, CampaignAssignment.assigned_at > cutoff)))
+                .where(CampaignItem.campaign_id == campaign_id)
+                .group_by(CampaignItem.id, CampaignItem.model_a, CampaignItem.model_b)
+            )
+            candidates = [Candidate(i, frozenset((a, b)), n) for i, a, b, n in session.execute(taken).all()]
+            seen = Counter(frozenset((m.model_a, m.model_b)) for m in mine)
+            pick = choose_item(candidates, seen, campaign.ratings_per_item, already=[m.item_id for m in mine],
+                               seed=f"{campaign.seed}:{rater}")
+            if pick is None:
+                return None
+            try:
+                with session.begin_nested():
+                    session.execute(insert(CampaignAssignment).values(
+                        campaign_id=campaign_id, item_id=pick, rater=rater, assigned_at=time.time(), rated=False))
+            except IntegrityError:  # the same rater asked twice at once: the other request assigned it
+                pass
+        item = session.execute(select(CampaignItem.id, CampaignItem.prompt, CampaignItem.input,
+                                      CampaignItem.answer_a, CampaignItem.answer_b)
+                               .where(CampaignItem.id == pick)).one()
         return _public_item(campaign, item, done)
 
 
