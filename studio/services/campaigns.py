@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import secrets
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict
@@ -49,6 +50,11 @@ MAX_CONTESTANTS = 8
 HOLD_SECONDS = 30 * 60  # an assigned, unrated item stops counting toward its ratings after this
 WINNERS = board_math.WINNERS
 SIDES = ("A", "B")
+# The queue's read-then-write steps take turns within a web process: SQLite makes a writer
+# that finds the file locked sleep in 1-100 ms steps (the tail of GET next with 20 raters),
+# and in turn two raters cannot both take an item's last slot. Across processes the
+# unique keys still hold.
+_QUEUE_TURN = threading.Lock()
 
 
 class CampaignRefused(Exception):
@@ -270,7 +276,7 @@ def next_item(ctx: StudioContext, campaign_id: int, rater: str) -> Optional[dict
     An item they were given and have not rated yet comes back first (a reload, a retry).
     Few, column-only queries: 20 raters polling at once share one web process."""
     cutoff = time.time() - HOLD_SECONDS
-    with session_scope(ctx.engine) as session:
+    with _QUEUE_TURN, session_scope(ctx.engine) as session:
         campaign = _open_campaign(ctx, session, campaign_id)
         mine = session.execute(
             select(CampaignAssignment.item_id, CampaignAssignment.rated, CampaignItem.model_a, CampaignItem.model_b)
@@ -330,7 +336,7 @@ def submit_rating(ctx: StudioContext, campaign_id: int, rater: str, request: Rat
     """Store a rater's judgement of an item assigned to them. Returns (the stored rating,
     created): the same request replayed returns the stored one with created False; a
     different one for an item already rated is refused (409)."""
-    with session_scope(ctx.engine) as session:
+    with _QUEUE_TURN, session_scope(ctx.engine) as session:
         campaign = _load(session, campaign_id)
         item = session.get(CampaignItem, request.item_id)
         if item is None or item.campaign_id != campaign_id:
