@@ -172,8 +172,8 @@ def delete(ctx: StudioContext, export_id: int | None):
 
 
 def build(ctx: StudioContext, selected: gr.Dropdown, status: gr.HTML) -> ExportPanel:
-    """Render the panel for the job picked in `selected`; `status` (the dashboard's status
-    box) changing means the job moved on: new checkpoints, or its final result."""
+    """Render the panel for the job picked in `selected`; `status` changes when another job
+    is picked or the job moved on: new checkpoints, or its final result."""
     shown, changed, sources_shown = gr.State(None), gr.State(None), gr.State(None)
     timer = gr.Timer(POLL_SECONDS, active=False)
     with gr.Accordion(t("export.title"), open=True, elem_id="export-panel"):
@@ -197,10 +197,9 @@ def build(ctx: StudioContext, selected: gr.Dropdown, status: gr.HTML) -> ExportP
 
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
     outputs = [listing, doomed, shown, timer]
-    gr.on(
-        [selected.change, status.change], bind(show_sources, ctx), [selected, source, sources_shown],
-        [source, start, sources_shown], **quiet,
-    )
+    # `status` changes with the job picked too. Not also on selected.change: with both, each
+    # reply made Gradio fire selected.change again, a loop that kept a core busy on any tab.
+    gr.on([status.change], bind(show_sources, ctx), [selected, source, sources_shown], [source, start, sources_shown], **quiet)
     gr.on([selected.change, timer.tick, changed.change], bind(show_exports, ctx), [selected, shown], outputs, **quiet)
     kind.change(show_quantization, kind, quantization, show_progress="hidden")
     start.click(bind(start_export, ctx), [selected, source, kind, quantization], [message, changed])
