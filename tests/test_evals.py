@@ -90,6 +90,20 @@ def test_validation_rows_are_those_a_job_holds_out():
     assert held_out(marked, 0.5, 3) == [r for r in marked if r["split"] == "validation"]
 
 
+def test_dataset_rows_become_prompt_reference_and_context():
+    from studio.services.evals import eval_row_of
+
+    alpaca = eval_row_of(0, {"instruction": " Add 3 and 4. ", "input": "", "output": "7", "category": "math"})
+    assert (alpaca.prompt, alpaca.reference, alpaca.category, alpaca.context) == (" Add 3 and 4. ", "7", "math", [])
+    chat = eval_row_of(1, {"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Add 3 and 4."},
+        {"role": "assistant", "content": "7"},
+    ]})
+    assert chat.prompt == "Add 3 and 4." and chat.reference == "7" and chat.category is None
+    assert [m["role"] for m in chat.context] == ["system", "user", "assistant"]
+
+
 @pytest.mark.db
 def test_a_queued_run_cancels_at_once_and_is_never_claimed(ctx):
     from studio.services import evals
@@ -209,6 +223,22 @@ def test_typed_prompts_get_answers_and_lengths_only(studio):
     rows = client.get(f"/api/evals/{created.json()['id']}/rows").json()
     assert [r["prompt"] for r in rows] == ["Add 3 and 4.", "Say hi."]
     assert all(isinstance(r["outputs"][f"job-{job_id}"], str) for r in rows)
+
+
+@pytest.mark.slow
+def test_a_running_run_stops_at_its_next_chunk_when_cancelled(studio):
+    client, _settings, dataset_id, job_id, processes = studio
+    created = client.post("/api/evals", json={
+        "models": [f"job-{job_id}", f"job-{job_id}/checkpoint-6"], "dataset_id": dataset_id, "split": "all",
+        "max_rows": 120, "sampling": {"max_tokens": 48},
+    })
+    eval_id = created.json()["id"]
+    wait_until(lambda: client.get(f"/api/evals/{eval_id}").json()["status"] == "running", 120, 0.2, "the run to start")
+    assert client.post(f"/api/evals/{eval_id}/cancel").json()["cancel_requested"] is True
+    state = _wait(client, f"/api/evals/{eval_id}", processes, 180)
+    assert state["status"] == "cancelled" and state["results"] == []
+    answered = [r for r in client.get(f"/api/evals/{eval_id}/rows", params={"limit": 200}).json() if r["outputs"]]
+    assert len(answered) < 120  # it stopped before the end
 
 
 @pytest.mark.slow

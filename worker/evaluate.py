@@ -33,7 +33,7 @@ from studio.core.templates import encode_rows
 from studio.db import engine_for, session_scope
 from studio.models import EvalRow, EvalRun, JobStatus, utcnow
 from studio.settings import Settings
-from worker.infer.engine import BASE, Engine, GenerateRequest, ModelSpec
+from worker.infer.engine import BASE, Engine, GenerateRequest, InferError, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,11 @@ def run(settings: Settings, eval_id: int) -> str:
     def report(progress: float, stage: str) -> None:
         _update_ours(db, eval_id, owner, progress=round(progress, 4), stage=stage[:200])
 
-    engine = make_engine(settings)
+    engine: Optional[Engine] = None
+    lease = Lease(db, eval_id, owner, settings.lease_seconds)
     try:
-        with Lease(db, eval_id, owner, settings.lease_seconds) as lease:
+        with lease:
+            engine = make_engine(settings)
             rows = load_rows(db, eval_id)
             answer_all(engine, specs, rows, sampling, report, lease.check,
                        store=lambda chunk: store_outputs(db, eval_id, chunk))
@@ -172,12 +174,13 @@ def run(settings: Settings, eval_id: int) -> str:
         return "cancelled"
     except Exception as exc:
         log.exception("eval %s failed", eval_id)
-        reason = str(exc) if isinstance(exc, EvalFailed) else f"{type(exc).__name__}: {exc}"
+        reason = str(exc) if isinstance(exc, (EvalFailed, InferError)) else f"{type(exc).__name__}: {exc}"
         _update_ours(db, eval_id, owner, status=JobStatus.failed, stage="failed", error=reason[:4000],
                      finished_at=utcnow(), lease_expires_at=None)
         return "failed"
     finally:
-        engine.stop()
+        if engine is not None:
+            engine.stop()
 
 
 def make_engine(settings: Settings, batch_rows: int = BATCH_ROWS) -> Engine:
@@ -313,7 +316,8 @@ def reference_nll(engine: Engine, specs: list[ModelSpec], rows: list[Item]) -> d
             base = engine._ensure_base(engine._base_key(spec), spec)
             adapter, _ = engine._ensure_adapter(base, spec, [])
             template = TemplateSection.model_validate(spec.template)
-            encoded = encode_rows(base.tokenizer, [r.training_row() for r in scored], PPL_MAX_LENGTH, template)
+            limit = min(PPL_MAX_LENGTH, getattr(base.model.config, "max_position_embeddings", None) or PPL_MAX_LENGTH)
+            encoded = encode_rows(base.tokenizer, [r.training_row() for r in scored], limit, template)
             positions = {r.index: k for k, r in enumerate(rows)}
             for start in range(0, len(scored), PPL_BATCH):
                 batch = [(positions[r.index], e) for r, e in zip(scored[start:start + PPL_BATCH],
@@ -336,17 +340,35 @@ def _batch_nll(base, adapter: str, encoded: list, device: torch.device) -> list[
     model = base.model
     if base.has_peft and adapter == BASE:
         with model.disable_adapter():
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            logits, targets = _label_logits(model, ids, mask, labels)
     else:
         if base.has_peft:
             model.set_adapter(adapter)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    losses = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=-100, reduction="none"
-    ).view(shift_labels.shape)
-    counted = shift_labels != -100
-    return [(float(losses[i][counted[i]].sum()), int(counted[i].sum())) for i in range(len(encoded))]
+        logits, targets = _label_logits(model, ids, mask, labels)
+    losses = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    counted = (labels[:, 1:] != -100).sum(dim=1).tolist()
+    out, start = [], 0
+    for count in counted:  # the kept positions are in row order
+        out.append((float(losses[start : start + count].sum()), int(count)))
+        start += count
+    return out
+
+
+def _label_logits(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor):
+    """Logits at the positions that predict a label, and those labels. Projects only
+    there (a 150k-token vocabulary over every position of a batch is gigabytes), as the
+    demo's pre-training does; models that reshape their logits (soft-capping) or have no
+    separate decoder get the full forward."""
+    targets = labels[:, 1:]
+    keep = targets != -100
+    config = model.config
+    decoder = getattr(model, "get_decoder", None)
+    head = model.get_output_embeddings()
+    if decoder is None or head is None or getattr(config, "final_logit_softcapping", None):
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+        return logits[keep], targets[keep]
+    hidden = decoder()(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1]
+    return head(hidden[keep]), targets[keep]
 
 
 # --- scores ---------------------------------------------------------------------------------

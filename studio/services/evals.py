@@ -28,6 +28,7 @@ from studio.models import (
 )
 from studio.services import chat as chat_service
 from studio.services.context import NotFound, StudioContext
+from studio.services.datasets import load_version
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +122,20 @@ def _split_settings(ctx: StudioContext, models: list[str], version_id: int) -> t
 def eval_row_of(index: int, row: dict) -> EvalRow:
     """A dataset row as an evaluation row: the last user turn is the prompt, the reply
     after it the reference; earlier turns stay in `context`."""
-    turns = conversation(row)
-    if turns and turns[-1]["role"] == "assistant":
-        turns = turns[:-1]
-    last = turns[-1] if turns else {"content": "", "input": ""}
     category = row.get(CATEGORY_FIELD)
+    if "messages" in row:
+        turns = conversation(row)
+        if turns and turns[-1]["role"] == "assistant":
+            turns = turns[:-1]
+        last = turns[-1] if turns else {"content": ""}
+        prompt, context, extra = str(last.get("content", "")), turns[:-1], ""
+    else:  # Alpaca: the instruction and input as the row has them
+        prompt, context, extra = str(row.get("instruction") or ""), [], str(row.get("input") or "")
     return EvalRow(
         index=index,
-        prompt=str(last.get("content", "")),
-        input=str(last.get("input") or ""),
-        context=turns[:-1],
+        prompt=prompt,
+        input=extra,
+        context=context,
         reference=reference_text(row),
         category=str(category)[:200] if category not in (None, "") else None,
     )
@@ -144,8 +149,6 @@ def _rows_for(ctx: StudioContext, request: EvalRequest) -> tuple[Optional[int], 
         return None, rows
     if request.dataset_id is None:
         raise ConfigError(["dataset_id: pick an evaluation set (a dataset), or type prompts"])
-    from studio.services.datasets import load_version
-
     version, snapshot = load_version(ctx, request.dataset_id)
     source = list(snapshot.rows)
     if request.split == "validation":
@@ -186,7 +189,7 @@ def create_eval(ctx: StudioContext, request: EvalRequest, user: Optional[str] = 
     version_id, rows = _rows_for(ctx, request)
     with session_scope(ctx.engine) as session:
         run = EvalRun(
-            models=request.models, specs=specs, dataset_id=request.dataset_id, dataset_version_id=version_id,
+            models=[spec["id"] for spec in specs], specs=specs,  # ids as chat names them: job-01 is job-1 dataset_id=request.dataset_id, dataset_version_id=version_id,
             split=request.split if request.prompts is None else "all", max_rows=request.max_rows,
             row_count=len(rows), sampling=request.sampling.model_dump(), created_by=user or "",
             max_attempts=ctx.settings.max_attempts, stage="waiting for a worker",
