@@ -6,8 +6,10 @@
   (goal >= 3x), with the greedy answers of both compared.
 - leaderboard: Bradley-Terry fit plus 1000 bootstrap rounds for 20 models and 20,000
   simulated votes (goal <= 3 s), best of --repeat runs and the median.
+- queue: GET /api/campaigns/{id}/next with 20 raters at once on a real `studio serve`
+  (goal p95 <= 100 ms): a burst, and raters who read ~1.5 s per item (bench/rating_queue.py).
 
-    python bench/evaluation.py [--part run|leaderboard] [--repeat 5] [--rows 256]
+    python bench/evaluation.py [--part run|leaderboard|queue] [--repeat 5] [--rows 256]
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def evals_specs(ctx, eval_id: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["run", "leaderboard", "all"], default="all")
+    parser.add_argument("--part", choices=["run", "leaderboard", "queue", "all"], default="all")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rows", type=int, default=256, help="held-out rows the evaluation run scores")
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -144,6 +146,16 @@ def main() -> None:
         print(f"leaderboard: {r['models']} models x {r['votes']:,} votes x {r['rounds']} bootstrap rounds: "
               f"best {r['best_s']:.2f} s, median {r['median_s']:.2f} s (goal <= 3 s); "
               f"largest rating error vs the true strengths {r['max_rating_error']:.1f} points")
+    if args.part in ("queue", "all"):
+        bench_queue()
+
+
+def bench_queue() -> None:
+    """The raters' queue: a burst of 20, then 20 who read before voting."""
+    from bench.rating_queue import bench_next, report
+
+    for think, prompts in ((0.0, 300), (1.5, 100)):
+        print(report(bench_next(raters=20, prompts=prompts, think=think)))
 
 
 if __name__ == "__main__":
