@@ -153,14 +153,20 @@ def run(settings: Settings, eval_id: int) -> str:
         with lease:
             engine = make_engine(settings)
             rows = load_rows(db, eval_id)
+            started = time.perf_counter()
             answer_all(engine, specs, rows, sampling, report, lease.check,
                        store=lambda chunk: store_outputs(db, eval_id, chunk))
+            answered = time.perf_counter()
             report(GENERATE_SHARE, "perplexity of the references")
             lease.check()
             engine.stop()
             perplexities = reference_nll(engine, specs, rows)
+            measured = time.perf_counter()
             report(0.95, "scoring")
             results = score(db, eval_id, specs, rows, perplexities)
+            log.info("eval %s: %d rows x %d models: answers %.1f s (models loaded in them), perplexity %.1f s, "
+                     "scores %.1f s", eval_id, len(rows), len(specs), answered - started, measured - answered,
+                     time.perf_counter() - measured)
         if lease.lost:
             return "lease lost"  # another attempt owns it now
         _update_ours(db, eval_id, owner, status=JobStatus.succeeded, progress=1.0, stage="done", results=results,
