@@ -21,7 +21,11 @@ the held-out loss after training at equal rows, scored the same way for all. Goa
 a 4k step within 10% of a 1k step (no quadratic cost); padding <= 2% at every budget.
 
     python bench/train_throughput.py [--rows 640] [--budgets 1024,2048,4096,8192]
-        [--studio '{"training": {"packing": true}}']
+        [--studio '{"training": {"packing": true}}'] [--interleaved ROUNDS]
+
+--interleaved times single training steps of each budget in turn in one process (no
+Trainer, no evaluation): on a shared machine, the steadier check that a bigger step is
+not slower per token.
 """
 
 from __future__ import annotations
@@ -316,6 +320,43 @@ def _report(result: dict, counter: CountingCollator, rss_loaded: float, loss: fl
     }
 
 
+def interleaved_steps(model_dir: Path, data_file: Path, budgets: list[int], rounds: int) -> dict:
+    """Training steps (forward, backward, AdamW) of each budget in turn, round after round,
+    on the studio's packed sequences: a shared machine's load drifts over minutes, and
+    taking turns puts every budget under the same drift. Median non-pad tokens/s each."""
+    import statistics
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from worker.packing import PackedCollator, pack_rows
+
+    torch.manual_seed(SEED)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    rows = encode_rows(tokenizer, [json.loads(line) for line in data_file.read_text().splitlines()])
+    bins = pack_rows(rows, MAX_LENGTH)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    model.config.use_cache = False
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
+    collate = PackedCollator(tokenizer.pad_token_id)
+    rates: dict[int, list[float]] = {b: [] for b in budgets}
+    for round_ in range(rounds + 1):  # round 0 warms up
+        for budget in budgets:
+            per_step = budget // MAX_LENGTH
+            start = (round_ * per_step) % max(1, len(bins) - per_step)
+            chunk = bins[start : start + per_step]
+            began = time.perf_counter()
+            model(**collate(chunk)).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if round_:
+                rates[budget].append(sum(len(b["input_ids"]) for b in chunk) / (time.perf_counter() - began))
+    return {str(b): statistics.median(r) for b, r in rates.items()}
+
+
 # --- the parent: build once, run each config in its own process, compare -----------
 
 
@@ -353,7 +394,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=640, help="generated rows (10%% held out); sets the runtime")
     parser.add_argument("--budgets", default="1024,2048,4096,8192", help="studio tokens_per_step values to sweep")
     parser.add_argument("--studio", default="{}", help="JSON partial config laid over the studio's defaults")
-    parser.add_argument("--child", choices=["plain", "studio"], help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
+                        help="instead: time single steps of each budget in turn, ROUNDS rounds, in one process")
+    parser.add_argument("--child", choices=["plain", "studio", "interleaved"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -362,7 +405,10 @@ def main() -> None:
 
         logging.disable(logging.WARNING)
         out = Path(tempfile.mkdtemp(dir=args.workdir))
-        if args.child == "plain":
+        if args.child == "interleaved":
+            budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
+            report = interleaved_steps(args.workdir / "model", args.workdir / "rows.jsonl", budgets, int(args.studio))
+        elif args.child == "plain":
             rows = [json.loads(line) for line in (args.workdir / "rows.jsonl").read_text().splitlines()]
             report = run_plain(args.workdir / "model", rows, out)
         else:
@@ -383,6 +429,16 @@ def main() -> None:
         params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
         print(f"model: {params / 1e6:.1f}M parameters {SHAPE}; {args.rows} rows; LoRA r=8 all linear, "
               f"max length {MAX_LENGTH}; plain: batch {BATCH}; threads {os.environ.get('OMP_NUM_THREADS', os.cpu_count())}")
+        if args.interleaved:
+            cmd = [sys.executable, __file__, "--child", "interleaved", "--workdir", str(workdir),
+                   "--budgets", args.budgets, "--studio", str(args.interleaved)]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            rates = json.loads(done.stdout.strip().splitlines()[-1])
+            first = next(iter(rates.values()))
+            for budget, rate in rates.items():
+                print(f"step of {int(budget):>5} tokens: {rate:7.0f} non-pad tokens/s (median of {args.interleaved}), "
+                      f"{rate / first:.2f}x the first")
+            return
         results = {name: run_child(name, workdir, overrides) for name, overrides in configs.items()}
     studio = [name for name in results if name != "plain"]
     for name in studio:
