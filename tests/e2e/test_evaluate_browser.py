@@ -74,8 +74,8 @@ def test_evaluate_a_base_a_checkpoint_and_a_result(tmp_path, start_server, start
     option.click()
     wait_until(lambda: category in page.locator("#eval-category input").input_value(), 10, 0.2, "the category")
     page.locator("#eval-filter").get_by_text("All rows").click()
-    wait_until(lambda: "of 6 rows" in page.inner_text("#eval-rows-count"), 20, 0.3, "the row view")
-    assert page.inner_text("#eval-rows-count").startswith("6 of 6 rows")
+    # the filter starts at "A right, B wrong": wait for the update that shows every row
+    wait_until(lambda: "6 of 6 rows" in page.inner_text("#eval-rows-count"), 30, 0.3, "the row view's 6 rows")
     assert "reference" in page.inner_text("#eval-rows")
     page.locator("#eval-filter").get_by_text("A right, B wrong").click()
     wait_until(lambda: re.match(r"\d+ of 6 rows", page.inner_text("#eval-rows-count")), 20, 0.3, "the filter")
