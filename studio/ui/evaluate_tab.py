@@ -298,4 +298,7 @@ def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab) -> EvaluateTab:
     for trigger in (model_a.input, model_b.input, which.input):
         trigger(bind(show_rows, ctx), rows_in, rows_out, show_progress="hidden")
     cancel_btn.click(bind(cancel_eval, ctx), runs, message).then(bind(show_run, ctx), run_in, run_out, show_progress="hidden")
+    from studio.ui import campaign_panel  # it imports this module's choice lists
+
+    campaign_panel.build(ctx, page, tab)  # blind rating campaigns, below the automatic metrics
     return EvaluateTab(runs=runs)
