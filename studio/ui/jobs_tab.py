@@ -30,8 +30,10 @@ from studio.ui.forms import bind
 from studio.ui.text import STATUS_COLOURS, field_label, notice, section_title, t
 
 TAB_ID = "jobs"
-POLL_SECONDS = 2.0  # how often the dashboard re-reads the DB while its job may change (the plot: live_plot.js)
-LIST_POLL_SECONDS = 3.0  # how often the jobs table does (other sessions launch jobs too)
+# Each Gradio event costs the browser far more than its payload (state cloning, a render
+# pass): at 2 s and 3 s a watched job kept Chromium at ~40% of a core (bench/dashboard.py).
+POLL_SECONDS = 4.0  # how often the dashboard re-reads the DB while its job may change (the plot: live_plot.js)
+LIST_POLL_SECONDS = 10.0  # how often the jobs table does (for jobs other sessions launch; ours show at once)
 SETTLE_SECONDS = 10.0  # keep polling this long after a job ends: its last events may still land
 JOB_COLUMNS = ["id", "name", "base_model", "status", "progress", "created"]
 SAMPLE_COLUMNS = ["step", "prompt", "output", "reference"]
@@ -348,12 +350,12 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
 
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
     list_out = [table, selected, list_key]
-    # The table follows the dashboard's status at once, and other jobs on the slow timer.
+    # The table follows the shown job at once (its status or checkpoints moved), other jobs on the slow timer.
     def open_jobs(shown: tuple | None, request: gr.Request):  # gr.Request is found by annotation, not through bind
         return open_from_url(ctx, shown, request)
 
     page.load(open_jobs, list_key, [*list_out, visible, list_timer], **quiet)
-    gr.on([list_timer.tick], bind(show_jobs, ctx), [selected, list_key], list_out, **quiet)
+    gr.on([list_timer.tick, moved.change], bind(show_jobs, ctx), [selected, list_key], list_out, **quiet)
     launched.change(bind(show_jobs, ctx), [launched, list_key], list_out, **quiet)
     cloned.change(bind(show_jobs, ctx), [cloned, list_key], list_out, **quiet)
     table.select(pick_row, None, selected)

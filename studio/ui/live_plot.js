@@ -9,7 +9,7 @@
 // steps back and keeps only points newer than each trace's last.
 const labels = props.labels;
 const canvas = element.querySelector(".live-plot-canvas");
-const POLL_MS = 1000;
+const POLL_MS = 2000; // new points twice as often as the dashboard's status
 const SETTLE_MS = 10000; // events of a finished job may still land this long after it ended
 const SMOOTHING = 0.9; // studio.core.timing.SMOOTHING
 const TRACES = ["train-loss", "eval-loss", "exact-match", "smoothed-loss"];
@@ -101,12 +101,20 @@ function jobStatus() {
   return badge ? badge.dataset.status : null;
 }
 
+// Redraws and extensions run one at a time: an extension landing on a redraw made while
+// it waited for its points would append them twice.
+let chain = Promise.resolve();
+function serial(work) {
+  chain = chain.then(work).catch(error => console.warn("live plot:", error));
+  return chain;
+}
+
 async function tick() {
   const finished = FINISHED.has(jobStatus());
   if (!finished) { state.ended = null; state.done = false; } // (the badge may still show the last job)
   if (state.job === null || state.busy || state.done || !window.Plotly || !onScreen()) return;
   state.busy = true;
-  try {
+  serial(async () => {
     if (finished) {
       state.ended = state.ended || Date.now();
       if (Date.now() - state.ended > SETTLE_MS) {
@@ -116,11 +124,7 @@ async function tick() {
       }
     }
     await extend();
-  } catch (error) {
-    console.warn("live plot:", error);
-  } finally {
-    state.busy = false;
-  }
+  }).finally(() => { state.busy = false; });
 }
 
 window.studioLivePlot = {
@@ -132,8 +136,7 @@ window.studioLivePlot = {
       if (window.Plotly) window.Plotly.react(canvas, emptyTraces(), layout(true));
       return;
     }
-    state.busy = true;
-    redraw().catch(error => console.warn("live plot:", error)).finally(() => { state.busy = false; });
+    serial(redraw);
   },
   smooth(on) {
     state.smooth = Boolean(on);

@@ -13,11 +13,10 @@ from tests.conftest import make_settings
 
 pytestmark = pytest.mark.e2e
 
-QUIET_S, SETTLE_LIMIT_S, WINDOW_MS = 3.0, 90.0, 6000
+QUIET_S, SETTLE_LIMIT_S, WINDOW_MS = 5.0, 120.0, 6000
 
 
-@pytest.mark.parametrize("tab", ["datasets", "train", "jobs", "compare", "chat"])
-def test_an_idle_tab_sends_no_events(tmp_path, start_server, page, tab):
+def test_idle_tabs_send_no_events(tmp_path, start_server, page):
     url = start_server(make_settings(tmp_path / "data"))
     events: list[str] = []
     last = [time.monotonic()]
@@ -28,15 +27,21 @@ def test_an_idle_tab_sends_no_events(tmp_path, start_server, page, tab):
             last[0] = time.monotonic()
 
     page.on("request", sent)
-    page.goto(f"{url}/?tab={tab}")
-    # The page's own load events first (slow on a loaded machine): wait for a quiet spell.
-    # On the Jobs tab the list timer never lets one last longer than its period.
-    quiet = min(QUIET_S, LIST_POLL_SECONDS * 0.8) if tab == "jobs" else QUIET_S
-    started = time.monotonic()
-    while (not events or time.monotonic() - last[0] < quiet) and time.monotonic() - started < SETTLE_LIMIT_S:
-        page.wait_for_timeout(200)
-    events.clear()
-    page.wait_for_timeout(WINDOW_MS)
-    # The Jobs tab lists new jobs on a slow timer; every other tab has nothing to ask.
-    allowed = math.ceil(WINDOW_MS / 1000 / LIST_POLL_SECONDS) if tab == "jobs" else 0
-    assert len(events) <= allowed, f"{len(events)} events in {WINDOW_MS} ms on an idle {tab} tab: {events[:5]}"
+    busy = {}
+    for tab in ("datasets", "train", "jobs", "compare", "chat"):
+        events.clear()
+        last[0] = time.monotonic()
+        page.goto(f"{url}/?tab={tab}")
+        # The page's own load events first (slow on a loaded machine): wait for a quiet spell.
+        # On the Jobs tab the list timer never lets one last longer than its period.
+        quiet = min(QUIET_S, LIST_POLL_SECONDS * 0.8) if tab == "jobs" else QUIET_S
+        started = time.monotonic()
+        while (not events or time.monotonic() - last[0] < quiet) and time.monotonic() - started < SETTLE_LIMIT_S:
+            page.wait_for_timeout(200)
+        events.clear()
+        page.wait_for_timeout(WINDOW_MS)
+        # The Jobs tab lists new jobs on a slow timer; every other tab has nothing to ask.
+        allowed = math.ceil(WINDOW_MS / 1000 / LIST_POLL_SECONDS) if tab == "jobs" else 0
+        if len(events) > allowed:
+            busy[tab] = events[:5]
+    assert not busy, f"events in {WINDOW_MS} ms on idle tabs: {busy}"
