@@ -291,7 +291,11 @@ def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab) -> EvaluateTab:
     rows_in, rows_out = [runs, model_a, model_b, which], [rows, rows_count]
     for trigger in (page.load, tab.select, reload_btn.click):
         trigger(bind(refresh_choices, ctx), choices_in, choices_out, show_progress="hidden")
-    start_btn.click(bind(start_eval, ctx), [models, dataset, split, max_rows, max_tokens, prompts], [message, runs])
+    def start(models_, dataset_, split_, max_rows_, max_tokens_, prompts_, request: gr.Request):
+        # gr.Request is found by annotation, not through bind: the run records who started it
+        return start_eval(ctx, models_, dataset_, split_, max_rows_, max_tokens_, prompts_, request)
+
+    start_btn.click(start, [models, dataset, split, max_rows, max_tokens, prompts], [message, runs])
     for trigger in (runs.change, category.input, metric.input, timer.tick):
         trigger(bind(show_run, ctx), run_in, run_out, show_progress="hidden").then(
             bind(show_rows, ctx), rows_in, rows_out, show_progress="hidden")

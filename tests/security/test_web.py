@@ -192,9 +192,13 @@ def test_admins_manage_users_over_the_api_and_it_is_audited(accounts_studio):
     assert httpx.post(url + "/api/users", json={"name": "sneaky", "role": "admin", "password": PASSWORD},
                       cookies=trainer, headers=origin).status_code == 403
     assert _login(url, "tom", "not the password").status_code == 401
+    run = httpx.post(url + "/api/evals", json={"models": ["demo"], "prompts": ["Say hi."]}, cookies=trainer, headers=origin)
+    assert run.status_code == 201, run.text
+    assert httpx.post(url + f"/api/evals/{run.json()['id']}/cancel", cookies=trainer, headers=origin).status_code == 200
     log = httpx.get(url + "/api/audit", cookies=admin).json()
     actions = {(e["actor"], e["action"]) for e in log}
     assert ("ada", "add user") in actions and ("ada", "change user") in actions and ("ada", "login", ) in actions
+    assert ("tom", "start evaluation") in actions and ("tom", "cancel evaluation") in actions
     assert any(e["action"] == "login" and e["outcome"] == "failed" for e in log)
 
 
