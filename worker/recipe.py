@@ -378,9 +378,9 @@ def training_arguments(
         bf16=precision == "bf16",  # on a CPU: bf16 autocast, the weights stay fp32
         fp16=precision == "fp16",
         activation_checkpointing=t.gradient_checkpointing,  # the 5.x name of gradient checkpointing
-        # Packed sequences are all mixtures of rows: grouping them by length costs no held-out
-        # loss and pads the few part-filled ones together (the longest batch comes first).
-        train_sampling_strategy="group_by_length" if t.group_by_length or t.packing else "random",
+        # Not length-grouped for packed sequences (it padded less, 1.84% -> 0.49% at a 1k-token
+        # step): a job resumed after a crash then no longer continued the same loss curve.
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
         seed=t.seed,
         logging_steps=1,
         logging_nan_inf_filter=False,  # a NaN loss must reach StudioCallback, which fails the job
