@@ -34,6 +34,17 @@ def fill_number(page, path: str, value) -> None:
     field.press("Tab")
 
 
+def fill_numbers(page, values: dict) -> None:
+    """fill_number for each field; then type again any that a late reply of the goal's
+    event (a loaded machine) refilled."""
+    for path, value in values.items():
+        fill_number(page, path, value)
+    page.wait_for_timeout(2000)
+    for path, value in values.items():
+        if page.locator(f"#cfg-{path.replace('.', '-')} input").input_value() != str(value):
+            fill_number(page, path, value)
+
+
 def plot_points(page) -> dict:
     return page.evaluate(TRACE_POINTS) or {}
 
@@ -82,13 +93,7 @@ def test_upload_train_and_watch_a_job(settings, start_server, start_worker, tiny
         "training.batch_size": 8,
         "training.max_new_tokens": 8,
     }
-    for path, value in wanted.items():
-        fill_number(page, path, value)
-    # A late reply of the goal's event (a loaded machine) may refill the form: type again.
-    page.wait_for_timeout(2000)
-    for path, value in wanted.items():
-        if page.locator(f"#cfg-{path.replace('.', '-')} input").input_value() != str(value):
-            fill_number(page, path, value)
+    fill_numbers(page, wanted)
     page.locator("#cfg-data > button.label-wrap").click()  # unfold a folded section
     fill_number(page, "data.exact_match_rows", 4)
     fill_number(page, "data.probe_count", 2)

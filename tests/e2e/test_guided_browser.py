@@ -13,7 +13,7 @@ import pytest
 from studio.services import jobs
 from tests.conftest import upload_file, wait_finished, wait_until
 from tests.e2e.conftest import SHOTS
-from tests.e2e.test_browser import fill_number, job_status, open_tab, plot_points, table_rows
+from tests.e2e.test_browser import fill_number, fill_numbers, job_status, open_tab, plot_points, table_rows
 
 pytestmark = pytest.mark.e2e
 
@@ -67,8 +67,7 @@ def test_guided_train_watch_reload_settings_and_compare(
     quick = float(epochs.input_value())
     page.locator("#train-goal").get_by_text("best quality", exact=True).click()
     wait_until(lambda: float(epochs.input_value()) > quick, 30, 0.2, "best quality to train longer")
-    for path, value in SHORT_RUN.items():
-        fill_number(page, path, value)
+    fill_numbers(page, SHORT_RUN)
     page.locator("#cfg-data > button.label-wrap").click()
     fill_number(page, "data.exact_match_rows", 4)
     fill_number(page, "data.probe_count", 2)
