@@ -303,7 +303,8 @@ TEXT: dict[str, str] = {
     "train.advanced": "Advanced settings",
     "train.advanced_help": (
         "Filled in from the goal and your data. Changing the dataset, the model, the method or the goal "
-        "fills them in again; a preset fills them from a fixed recipe."
+        "fills them in again, except the ones you changed yourself; a preset fills all of them from a "
+        "fixed recipe."
     ),
     "train.plan_time": "- **time:** about **{low} to {high}** ({detail})",
     "train.plan_time_measured": "measured on {runs} like this one",

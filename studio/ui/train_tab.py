@@ -61,6 +61,13 @@ def data_shape(ctx: StudioContext, dataset_id: int, base_model: str) -> DataShap
     return DataShape(dataset.row_count - held_out, int(tokens["max"]), float(tokens["mean"]))
 
 
+# The Advanced settings the user changed by hand, by position in the form (browser side, so
+# typing costs no round trip to the server).
+REMEMBER_EDIT_JS = "(value) => { (window.studioEdits ??= {})[%d] = value; return []; }"
+KEEP_EDITS_JS = "(...values) => values.map((v, i) => (window.studioEdits ?? {}).hasOwnProperty(i) ? window.studioEdits[i] : v)"
+FORGET_EDITS_JS = "() => { window.studioEdits = {}; return []; }"
+
+
 def apply_goal(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base_model: str, method: str, goal: str):
     """Fill the Advanced settings from the goal, the method and the data."""
     shape = None
@@ -172,11 +179,16 @@ def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, tabs: gr.Tabs, data:
     tab.select(bind(show_datasets, ctx), [dataset, data.added], dataset, show_progress="hidden")
     dataset.change(None, dataset, None, js=location.set_param_js("dataset"))
     # .input and .blur: what the user does; a dataset picked for them (after an upload) counts too.
+    # A setting the user typed stays theirs: the browser remembers it and puts it back after
+    # each goal reply, also a reply that was on its way while they typed. A preset resets all.
+    for index, component in enumerate(form.components):
+        component.input(None, component, None, js=REMEMBER_EDIT_JS % index)
     gr.on(
         [dataset.change, base_model.blur, base_model.submit, method.input, goal.input],
         bind(apply_goal, ctx, form), [dataset, base_model, method, goal], form.components,
         trigger_mode="always_last", show_progress="hidden",
-    )
+    ).then(None, form.components, form.components, js=KEEP_EDITS_JS, show_progress="hidden")
+    preset.input(None, None, None, js=FORGET_EDITS_JS)
     preset.input(bind(apply_preset, form), preset, [base_model, *form.components])
     # preprocess=False: out-of-range numbers reach build_config, which names every bad
     # field at once, instead of Gradio stopping at the first with an unnamed toast.
