@@ -106,15 +106,15 @@ def test_dataset_rows_become_prompt_reference_and_context():
 
 @pytest.mark.db
 def test_a_queued_run_cancels_at_once_and_is_never_claimed(ctx):
+    from studio.leases import EVALS
     from studio.services import evals
-    from worker.evaluate import claim_eval
 
     run = evals.create_eval(ctx, evals.EvalRequest(models=["demo"], prompts=["Say hi.", "Add 2 and 2."]))
     assert run.status == "queued" and run.row_count == 2 and run.split == "all"
     rows = evals.eval_rows(ctx, run.id, 0, 10)
     assert [r.prompt for r in rows] == ["Say hi.", "Add 2 and 2."] and rows[0].reference is None
     assert evals.cancel_eval(ctx, run.id).status == "cancelled"
-    assert claim_eval(ctx.engine, run.id, "w@test", 60) is None
+    assert EVALS.claim(ctx.engine, run.id, "w@test", 60) is None
     with pytest.raises(evals.EvalRefused):
         evals.cancel_eval(ctx, run.id)
 
@@ -277,19 +277,19 @@ def test_bad_requests_are_4xx_naming_the_field(studio, tmp_path):
 
 @pytest.mark.db
 def test_the_reaper_requeues_an_expired_run_and_fails_one_out_of_attempts(ctx):
+    from studio.leases import EVALS
     from studio.services import evals
-    from worker.evaluate import claim_eval
 
     run = evals.create_eval(ctx, evals.EvalRequest(models=["demo"], prompts=["Say hi."]))
     for attempt in range(1, 4):
-        claimed = claim_eval(ctx.engine, run.id, f"w{attempt}@test", lease_seconds=-1)  # its lease is over at once
+        claimed = EVALS.claim(ctx.engine, run.id, f"w{attempt}@test", lease_seconds=-1)  # its lease is over at once
         assert claimed is not None and claimed.attempts == attempt
         evals.reap(ctx)
         state = evals.get_eval(ctx, run.id)
         if attempt < 3:
             assert state.status == "queued" and "requeued" in state.stage
     assert state.status == "failed" and "died 3 times" in state.error
-    assert claim_eval(ctx.engine, run.id, "w4@test", 60) is None
+    assert EVALS.claim(ctx.engine, run.id, "w4@test", 60) is None
 
 
 @pytest.mark.slow

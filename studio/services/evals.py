@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,9 +22,8 @@ from studio.core.datasets import stored_split
 from studio.core.model_ids import parse_model_id
 from studio.core.templates import conversation, reference_text
 from studio.db import session_scope
-from studio.models import (
-    DatasetVersion, EvalPublic, EvalResult, EvalRow, EvalRowPublic, EvalRun, Job, JobStatus, utcnow,
-)
+from studio.leases import EVALS, REQUEUED_STAGE
+from studio.models import EvalPublic, EvalResult, EvalRow, EvalRowPublic, EvalRun, Job, JobStatus, utcnow
 from studio.services import chat as chat_service
 from studio.services.context import NotFound, StudioContext
 from studio.services.datasets import load_version
@@ -273,27 +271,9 @@ def reap(ctx: StudioContext) -> None:
     of attempts (as the jobs' reaper does)."""
     from worker.celery_app import enqueue_eval
 
-    now = time.time()
-    with session_scope(ctx.engine) as session:
-        expired = session.exec(
-            select(EvalRun).where(EvalRun.status == JobStatus.running, EvalRun.lease_expires_at < now)
-        ).all()
-        requeue = []
-        for run in expired:
-            out = run.attempts >= run.max_attempts
-            values = (
-                dict(status=JobStatus.failed, finished_at=utcnow(),
-                     error=f"The worker running this evaluation died {run.attempts} times.")
-                if out else dict(status=JobStatus.queued, stage="requeued: its worker stopped")
-            )
-            result = session.execute(
-                update(EvalRun)
-                .where(EvalRun.id == run.id, EvalRun.status == JobStatus.running, EvalRun.lease_expires_at < now)
-                .values(lease_owner=None, lease_expires_at=None, **values)
-            )
-            if result.rowcount == 1 and not out:
-                requeue.append(run.id)
-    for eval_id in requeue:
+    requeued, _ = EVALS.reap(ctx.engine, lambda run: f"The worker running this evaluation died {run.attempts} times.",
+                             stage=REQUEUED_STAGE)
+    for eval_id in requeued:
         log.warning("eval %s: worker lease expired, requeued", eval_id)
         enqueue_eval(ctx.celery, eval_id)
 
