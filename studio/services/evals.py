@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, update
 from sqlmodel import select
 
@@ -37,6 +37,18 @@ MAX_PAGE = 200
 CATEGORY_FIELD = "category"
 
 
+def _each_once(models: list[str]) -> list[str]:
+    models = [m.strip() for m in models]
+    if len(set(models)) != len(models):
+        raise ValueError("each model may appear once")
+    return models
+
+
+# An evaluation run's models and a campaign's contestants: ids as typed, space around one
+# dropped, each at most once (a model compared with itself tells nothing).
+ModelIds = Annotated[list[str], AfterValidator(_each_once)]
+
+
 class EvalRefused(Exception):
     """The run cannot be changed now (e.g. cancelling one that has finished): 409."""
 
@@ -56,8 +68,8 @@ class EvalRequest(BaseModel):
     """What POST /api/evals takes: models, an evaluation set and sampling."""
 
     model_config = ConfigDict(extra="forbid")
-    models: list[str] = Field(min_length=1, max_length=MAX_MODELS,
-                              description="demo, a base, job-N or job-N/checkpoint-S")
+    models: ModelIds = Field(min_length=1, max_length=MAX_MODELS,
+                             description="demo, a base, job-N or job-N/checkpoint-S")
     dataset_id: Optional[int] = Field(default=None, ge=1, le=2**63 - 1, description="The evaluation set's dataset")
     split: Literal["validation", "all"] = Field(default="validation",
                                                 description="The dataset's validation rows, or all of them")
@@ -65,14 +77,6 @@ class EvalRequest(BaseModel):
     prompts: Optional[list[str]] = Field(default=None, min_length=1, max_length=MAX_ROWS,
                                          description="Typed prompts instead of a dataset (no references)")
     sampling: EvalSampling = Field(default_factory=EvalSampling)
-
-    @field_validator("models")
-    @classmethod
-    def _distinct(cls, models: list[str]) -> list[str]:
-        models = [m.strip() for m in models]
-        if len(set(models)) != len(models):
-            raise ValueError("each model may appear once")
-        return models
 
     @field_validator("prompts")
     @classmethod
