@@ -112,6 +112,15 @@ def test_a_queued_run_cancels_at_once_and_is_never_claimed(ctx):
         evals.cancel_eval(ctx, run.id)
 
 
+@pytest.mark.db
+def test_a_run_on_a_dataset_records_which_version_it_read(ctx, alpaca_file):
+    from studio.services import datasets, evals
+
+    dataset = datasets.create_dataset(ctx, alpaca_file.name, alpaca_file.read_bytes())[0]
+    run = evals.create_eval(ctx, evals.EvalRequest(models=["demo"], dataset_id=dataset.id, split="all", max_rows=3))
+    assert (run.dataset_id, run.dataset_version_id, run.row_count) == (dataset.id, dataset.version_id, 3)
+
+
 # --- a real worker, a real server ------------------------------------------------------------
 
 

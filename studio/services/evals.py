@@ -191,7 +191,8 @@ def create_eval(ctx: StudioContext, request: EvalRequest, user: Optional[str] = 
     version_id, rows = _rows_for(ctx, request)
     with session_scope(ctx.engine) as session:
         run = EvalRun(
-            models=[spec["id"] for spec in specs], specs=specs,  # ids as chat names them: job-01 is job-1 dataset_id=request.dataset_id, dataset_version_id=version_id,
+            models=[spec["id"] for spec in specs], specs=specs,  # ids as chat names them: job-01 is job-1
+            dataset_id=request.dataset_id, dataset_version_id=version_id,
             split=request.split if request.prompts is None else "all", max_rows=request.max_rows,
             row_count=len(rows), sampling=request.sampling.model_dump(), created_by=user or "",
             max_attempts=ctx.settings.max_attempts, stage="waiting for a worker",
