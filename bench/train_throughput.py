@@ -103,8 +103,7 @@ def build_assets(workdir: Path, n_rows: int) -> tuple[Path, Path]:
 
 class CountingCollator:
     """Wraps a collator to count the rows and the computed, non-pad and trained tokens of
-    the batches. Its items are rows, or steps of packed sequences (a row starts at each
-    position 0)."""
+    the batches. Its items are rows, or packed sequences (a row starts at each position 0)."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -114,10 +113,9 @@ class CountingCollator:
     def __call__(self, features):
         batch = self.inner(features)
         if self.counting:
-            sequences = [s for f in features for s in (f if isinstance(f, list) else [f])]
             self.computed += batch["input_ids"].numel()
-            self.real += sum(len(s["input_ids"]) for s in sequences)
-            self.rows += sum(list(s["position_ids"]).count(0) if "position_ids" in s else 1 for s in sequences)
+            self.real += sum(len(f["input_ids"]) for f in features)
+            self.rows += sum(list(f["position_ids"]).count(0) if "position_ids" in f else 1 for f in features)
             self.trained += int((batch["labels"][:, 1:] != -100).sum())
         return batch
 
@@ -337,12 +335,12 @@ def interleaved_steps(model_dir: Path, data_file: Path, budgets: list[int], roun
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from worker.packing import PackedCollator, pack_steps
+    from worker.packing import PackedCollator, pack_rows
 
     torch.manual_seed(SEED)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rows = encode_rows(tokenizer, [json.loads(line) for line in data_file.read_text().splitlines()])
-    steps = {b: pack_steps(rows, MAX_LENGTH, b // MAX_LENGTH, SEED) for b in budgets}
+    bins = pack_rows(rows, MAX_LENGTH)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.config.use_cache = False
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -352,13 +350,15 @@ def interleaved_steps(model_dir: Path, data_file: Path, budgets: list[int], roun
     rates: dict[int, list[float]] = {b: [] for b in budgets}
     for round_ in range(rounds + 1):  # round 0 warms up
         for budget in budgets:
-            step = steps[budget][round_ % len(steps[budget])]
+            per_step = budget // MAX_LENGTH
+            start = (round_ * per_step) % max(1, len(bins) - per_step)
+            chunk = bins[start : start + per_step]
             began = time.perf_counter()
-            model(**collate([step])).loss.backward()
+            model(**collate(chunk)).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
             if round_:
-                rates[budget].append(sum(len(b["input_ids"]) for b in step) / (time.perf_counter() - began))
+                rates[budget].append(sum(len(b["input_ids"]) for b in chunk) / (time.perf_counter() - began))
     return {str(b): statistics.median(r) for b, r in rates.items()}
 
 
