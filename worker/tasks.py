@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from studio import lifecycle
 from studio.core.basemodels import ModelAccess
-from studio.core.estimate import check_devices, detect_device
+from studio.core.estimate import check_devices, detect_device, smaller_step_advice
 from studio.core.config import JobConfig
 from studio.core.paths import JobPaths, resolve_inside
 from studio.db import engine_for, session_scope
@@ -117,10 +117,7 @@ def explain_failure(exc: BaseException, config: JobConfig) -> str:
     """A plain-language reason and what to try, for the job dashboard."""
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or any(words in str(exc).lower() for words in _OUT_OF_MEMORY):
-        return (
-            f"Out of memory ({text[:300]}). Lower training.batch_size (now {config.training.batch_size}) "
-            f"or training.max_length (now {config.training.max_length}), or turn on gradient checkpointing."
-        )
+        return f"Out of memory ({text[:300]}). {smaller_step_advice(config.training)}."
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return (
             f"The disk is full ({text}). Free space under the artifacts folder, or keep fewer checkpoints "

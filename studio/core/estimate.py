@@ -198,8 +198,9 @@ def plan_job(config: JobConfig, shape: Shape, device: Device, counts: tuple[int,
     """Parameter counts (exact ones from `count_parameters` when given), memory estimate
     and warnings for config on device.
 
-    The estimate is deliberately rough (weights + gradients + AdamW state + activations of
-    the longest batch) and errs high: it is there to catch runs that cannot fit.
+    The estimate is rough (weights + gradients + AdamW state + the activations of a full
+    step + on a CPU the process itself): it is there to catch runs that cannot fit. On a
+    CPU it is measured against peak RSS (bench/train_throughput.py prints both).
     """
     adapter, training = config.adapter, config.training
     precision, precision_note = resolve_precision(training, device)
@@ -211,15 +212,16 @@ def plan_job(config: JobConfig, shape: Shape, device: Device, counts: tuple[int,
     weight_bytes = _weight_bytes(adapter, shape, precision, device)
     optim_bytes = 8 if training.optim == "adamw" or not device.cuda else 2  # two moments
     state = trainable * (4 + 4 + optim_bytes)  # fp32 master weights + gradients + moments
-    tokens = training.batch_size * training.max_length
+    # a step's tensors: packed, the bins tokens_per_step holds, else batch_size rows,
+    # each padded to at most max_length
+    tokens = training.sequences_per_step * training.max_length
     act_bytes = 2 if precision in ("bf16", "fp16") else 4
-    # ~34 x hidden 16-bit values per token per layer (Korthikanti et al.); SDPA attention
-    # keeps no seq x seq score matrix, so that term is left out.
-    activations = tokens * shape.layers * 34 * shape.hidden * act_bytes // 2
+    activations = tokens * shape.layers * _saved_values(shape, adapter, device) * act_bytes
     if training.gradient_checkpointing:
         activations = tokens * shape.layers * shape.hidden * act_bytes + activations // shape.layers
     logits = tokens * shape.vocab * 4 * 2  # fp32 logits and their gradient
-    memory = int(1.1 * (weight_bytes + state + activations + logits))
+    runtime = 0 if device.cuda else CPU_RUNTIME_BYTES
+    memory = int(1.1 * (weight_bytes + state + activations + logits)) + runtime
 
     warnings = [precision_note] if precision_note else []
     warnings += _method_warnings(adapter, device)
@@ -236,14 +238,52 @@ def plan_job(config: JobConfig, shape: Shape, device: Device, counts: tuple[int,
     if memory > 0.9 * device.memory_bytes:
         warnings.append(
             f"This will likely not fit: about {memory / GIB:.1f} GiB needed, {device.memory_bytes / GIB:.1f} GiB "
-            f"on {device.name}. Lower the batch size or the max length"
-            + ("" if training.gradient_checkpointing else ", or turn on gradient checkpointing")
+            f"on {device.name}. {smaller_step_advice(training)}"
             + ("" if adapter.method in ("qlora", "lora8bit") else ", or use QLoRA on a GPU")
             + "."
         )
     elif training.gradient_checkpointing and memory < 0.3 * device.memory_bytes:
         warnings.append("Gradient checkpointing costs about 35% speed and memory looks ample: consider turning it off.")
     return Plan(total, trainable, memory, precision, warnings)
+
+
+def smaller_step_advice(training: TrainingSection) -> str:
+    """What to lower when a job runs (or would run) out of memory, with a value, as a
+    sentence without its full stop. A step's activations grow with its tokens, which
+    packing sets by training.tokens_per_step, else batch_size rows; halving a step and
+    doubling grad_accum keeps the tokens per update."""
+    t = training
+    keep = f" and raise training.grad_accum to {2 * t.grad_accum} to keep the tokens per update"
+    if t.packing and t.sequences_per_step > 1:
+        now = t.tokens_per_step or f"{t.step_tokens}: batch_size {t.batch_size} x max_length {t.max_length}"
+        half = t.sequences_per_step // 2
+        advice = f"Lower training.tokens_per_step (now {now}) to {half * t.max_length}"
+        advice += keep if t.sequences_per_step % 2 == 0 else ""
+    elif not t.packing and t.batch_size > 1:
+        advice = f"Lower training.batch_size (now {t.batch_size}) to {t.batch_size // 2}"
+        advice += keep if t.batch_size % 2 == 0 else ""
+    else:  # a step is one sequence (or row) already: only a shorter one is smaller
+        advice = f"Lower training.max_length (now {t.max_length}) to {max(16, t.max_length // 2)} (longer rows are cut)"
+    return advice + ("" if t.gradient_checkpointing else ", or turn on training.gradient_checkpointing")
+
+
+# On a CPU the peak RSS also holds the process: Python with torch, transformers and peft
+# (RSS ~0.45 GiB with the bench's 28M model loaded) and the allocator's working set of a step.
+CPU_RUNTIME_BYTES = int(0.6 * GIB)
+
+
+def _saved_values(shape: Shape, adapter: AdapterSection, device: Device) -> int:
+    """Values kept for the backward pass per token per layer.
+
+    GPU: ~34 x hidden bytes in 16 bits (Korthikanti et al.), SDPA keeping no seq x seq
+    score matrix. CPU: measured from peak RSS at 2 and 8 sequences of 512 tokens a step
+    (LoRA r=8 on every linear layer, fp32, Llamas of hidden 512 and 768): ~46 x hidden,
+    ~14 x hidden more when LoRA's dropout copies each adapted layer's input; the values
+    here are those over plan_job's 1.1 margin."""
+    if device.cuda:
+        return 17 * shape.hidden
+    dropout = adapter.method != "full" and adapter.dropout > 0
+    return (42 + (13 if dropout else 0)) * shape.hidden
 
 
 def _weight_bytes(adapter: AdapterSection, shape: Shape, precision: str, device: Device) -> int:

@@ -45,10 +45,28 @@ def test_running_out_of_cpu_memory_is_named():
     with pytest.raises(RuntimeError) as cpu:  # torch's CPU allocator, for real
         torch.empty(1 << 50, dtype=torch.uint8)
     reason = tasks.explain_failure(cpu.value, CONFIG)
-    assert reason.startswith("Out of memory") and "Lower training.batch_size (now 8)" in reason
+    assert reason.startswith("Out of memory")
+    # packed (the default): a step is its token budget, so that is the knob, halved
+    assert "Lower training.tokens_per_step (now 4096: batch_size 8 x max_length 512) to 2048" in reason
+    assert "raise training.grad_accum to 2" in reason and "gradient_checkpointing" in reason
     assert tasks.explain_failure(MemoryError(), CONFIG).startswith("Out of memory")
     oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
     assert tasks.explain_failure(oom, CONFIG).startswith("Out of memory")
+
+
+@pytest.mark.parametrize(
+    ("training", "advice"),
+    [
+        ({"tokens_per_step": 6144, "grad_accum": 2}, "Lower training.tokens_per_step (now 6144) to 3072 and raise training.grad_accum to 4"),
+        ({"tokens_per_step": 1536}, "Lower training.tokens_per_step (now 1536) to 512, or"),
+        ({"tokens_per_step": 512}, "Lower training.max_length (now 512) to 256 (longer rows are cut)"),
+        ({"packing": False, "batch_size": 8}, "Lower training.batch_size (now 8) to 4 and raise training.grad_accum to 2"),
+        ({"packing": False, "batch_size": 1, "gradient_checkpointing": True}, "Lower training.max_length (now 512) to 256 (longer rows are cut)."),
+    ],
+)
+def test_out_of_memory_advice_names_the_setting_that_sizes_a_step(training, advice):
+    config = JobConfig.model_validate(build_config({"training": training}, preset=""))
+    assert advice in tasks.explain_failure(MemoryError(), config)
 
 
 def test_a_full_disk_is_named(tmp_path):
