@@ -8,6 +8,12 @@ own (positions from 0 again, labels masked), so it needs no attention_mask eithe
 Attention costs at most max_length^2 per bin: a step's cost is linear in its bins,
 where joining a whole batch into one sequence made it quadratic in the batch.
 
+Bins are grouped into steps here, once, bins of about the same length together: the
+part-filled bins that best fit leaves (rows too long to pair up) then pad each other
+instead of padding up to a full one (on the bench's rows 3.3% -> 0.9% at 8 bins a step).
+The Trainer's item is a whole step, so its own seeded sampler shuffles whole steps and a
+resumed job sees the same steps in the same order (a length-grouped sampler did not).
+
 TRL's `pack_dataset(strategy="bfd")` does the same best-fit decreasing over a
 `datasets.Dataset` (pyarrow), one map batch (1,000 rows) at a time; the studio trains on
 plain lists with the HF Trainer, so the few lines are here, over every row at once.
@@ -16,6 +22,7 @@ plain lists with the HF Trainer, so the few lines are here, over every row at on
 from __future__ import annotations
 
 import bisect
+import random
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -71,14 +78,26 @@ def pack_rows(rows: Sequence[dict], max_length: int) -> list[dict]:
     return packed
 
 
+def pack_steps(rows: Sequence[dict], max_length: int, per_step: int, seed: int) -> list[list[dict]]:
+    """Encoded rows as steps of per_step bins (the last one may hold fewer), the bins of a
+    step of about the same length. Deterministic for a seed: equal lengths are ordered by
+    a seeded shuffle, so a step's rows are not chosen by the order of the dataset."""
+    bins = pack_rows(rows, max_length)
+    random.Random(seed).shuffle(bins)
+    bins.sort(key=lambda b: -len(b["input_ids"]))  # stable: the shuffle breaks ties
+    return [bins[start : start + per_step] for start in range(0, len(bins), per_step)]
+
+
 @dataclass(frozen=True)
 class PackedCollator:
-    """A batch of bins as tensors [bins, longest bin]; no attention_mask (it would turn
-    off the block-causal mask that the position_ids give)."""
+    """Steps of bins as one batch of tensors [bins, longest bin]; no attention_mask (it
+    would turn off the block-causal mask that the position_ids give). The Trainer hands
+    it one step per device (per_device_train_batch_size 1)."""
 
     pad_token_id: int
 
-    def __call__(self, bins: Sequence[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, steps: Sequence[Sequence[dict]]) -> dict[str, torch.Tensor]:
+        bins = [b for step in steps for b in step]
         longest = max(len(b["input_ids"]) for b in bins)
         input_ids, labels, positions = [], [], []
         for b in bins:
@@ -93,11 +112,11 @@ class PackedCollator:
         }
 
 
-def padding_share(bins: Sequence[dict], per_step: int) -> float:
-    """Share of the computed positions that are padding, for bins taken per_step at a time in order."""
+def padding_share(steps: Sequence[Sequence[dict]]) -> float:
+    """Share of the computed positions of steps that are padding (each padded to its longest bin)."""
     computed = real = 0
-    for start in range(0, len(bins), per_step):
-        lengths = [len(b["input_ids"]) for b in bins[start : start + per_step]]
+    for step in steps:
+        lengths = [len(b["input_ids"]) for b in step]
         computed += max(lengths) * len(lengths)
         real += sum(lengths)
     return 1 - real / computed if computed else 0.0

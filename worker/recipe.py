@@ -55,7 +55,7 @@ from studio.core.templates import (
 from worker import checkpoints
 from worker.callbacks import JobRun, StudioCallback
 from worker.generation import generate
-from worker.packing import PackedCollator, pack_rows
+from worker.packing import PackedCollator, pack_steps, padding_share
 
 _log = logging.getLogger(__name__)
 
@@ -321,8 +321,8 @@ def count_trainable(model) -> str:
 
 def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
     """The HF Trainer for this job, with the studio's callbacks (events, evaluation,
-    cancel, checkpoints) and TensorBoard. With packing, the Trainer's items are the
-    packed sequences, so its step count (LR schedule, total steps, ETA) is the real one."""
+    cancel, checkpoints) and TensorBoard. With packing, the Trainer's items are whole
+    steps of packed sequences, so its step count (LR schedule, total steps, ETA) is the real one."""
     t = job.config.training
     # Training never reads a KV cache, and packed rows need it off: with a cache the
     # mask ignores position_ids and packed rows silently attend to each other.
@@ -331,11 +331,13 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed layers still get grads
     train = data.train
     if t.packing:
-        train = pack_rows(data.train, t.max_length)
-        fill = sum(len(b["input_ids"]) for b in train) / (len(train) * t.max_length)
+        train = pack_steps(data.train, t.max_length, t.sequences_per_step, t.seed)
+        bins = [b for step in train for b in step]
+        fill = sum(len(b["input_ids"]) for b in bins) / (len(bins) * t.max_length)
         job.log(
-            f"packing: {len(data.train)} rows into {len(train)} sequences of <= {t.max_length} tokens "
-            f"({fill:.1%} full), {t.sequences_per_step} per step ({t.step_tokens:,} tokens)"
+            f"packing: {len(data.train)} rows into {len(bins)} sequences of <= {t.max_length} tokens "
+            f"({fill:.1%} full), {t.sequences_per_step} per step ({t.step_tokens:,} tokens), "
+            f"{padding_share(train):.1%} padding"
         )
     attention = getattr(model.config, "_attn_implementation", None) or "default"
     args = training_arguments(t, str(job.paths.checkpoints), job.log, attention)
@@ -360,12 +362,12 @@ def training_arguments(
     log(
         f"training on {device.name} in {precision}, {attention} attention, optimizer {optim}"
         + (", packed rows" if t.packing else "")
-        + (", length-grouped batches" if t.group_by_length else "")
+        + (", length-grouped batches" if t.group_by_length and not t.packing else "")
         + (", gradient checkpointing" if t.gradient_checkpointing else "")
     )
     return TrainingArguments(
         output_dir=output_dir,
-        per_device_train_batch_size=t.sequences_per_step,  # packed: bins of max_length tokens
+        per_device_train_batch_size=1 if t.packing else t.batch_size,  # packed: an item is a whole step
         gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.scheduler,
@@ -378,9 +380,9 @@ def training_arguments(
         bf16=precision == "bf16",  # on a CPU: bf16 autocast, the weights stay fp32
         fp16=precision == "fp16",
         activation_checkpointing=t.gradient_checkpointing,  # the 5.x name of gradient checkpointing
-        # Not length-grouped for packed sequences (it padded less, 1.84% -> 0.49% at a 1k-token
-        # step): a job resumed after a crash then no longer continued the same loss curve.
-        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        # Packed steps are length-grouped by pack_steps, not by the sampler: with the grouped
+        # sampler a job resumed after a crash no longer continued the same loss curve.
+        train_sampling_strategy="group_by_length" if t.group_by_length and not t.packing else "random",
         seed=t.seed,
         logging_steps=1,
         logging_nan_inf_filter=False,  # a NaN loss must reach StudioCallback, which fails the job
@@ -401,8 +403,8 @@ def training_arguments(
 
 
 def make_collator(tokenizer, training: TrainingSection):
-    """Batches of packed sequences (worker.packing: bins of rows whose positions restart
-    per row), or of encoded rows padded to the longest row of the batch."""
+    """Steps of packed sequences (worker.packing: bins of rows whose positions restart
+    per row), or batches of encoded rows padded to the longest row of the batch."""
     if training.packing:
         return PackedCollator(tokenizer.pad_token_id)
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
@@ -416,9 +418,12 @@ class Evaluator:
         self.template = job.config.template
         self.prompts = [encode_prompt(tokenizer, row, self.template) for row in data.probes]
         training = job.config.training
-        # held-out rows batched as training batches them: packed, or padded rows
-        self.held_out = pack_rows(data.held_out, training.max_length) if training.packing else data.held_out
-        self.eval_batch = training.sequences_per_step
+        # held-out rows batched as training batches them: steps of packed rows, or padded rows
+        if training.packing:
+            self.held_out = pack_steps(data.held_out, training.max_length, training.sequences_per_step, training.seed)
+        else:
+            self.held_out = data.held_out
+        self.eval_batch = 1 if training.packing else training.batch_size
         self.last_eval_loss: float | None = None
 
     def __call__(self, step: int, base: bool = False) -> None:

@@ -185,8 +185,9 @@ class TrainingSection(Section):
     )
     group_by_length: bool = Field(
         default=False,
-        description="Batch rows of similar length together (less padding when packing is off). "
-        "Batches then come longest-first within large random groups, which can cost some held-out loss.",
+        description="Without packing: batch rows of similar length together (less padding). "
+        "Batches then come longest-first within large random groups, which can cost some held-out loss. "
+        "Packed steps always hold sequences of about the same length.",
     )
     devices: int = Field(
         default=1,
