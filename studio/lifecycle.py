@@ -2,7 +2,10 @@
 
 Every transition is one conditional UPDATE, so two workers (or a worker and the reaper)
 can never both win. The worker side (claim, renew, finish) and the studio side (cancel,
-reap) share these functions.
+reap) share these functions. The claim's UPDATE, renewal and the reaper are
+studio.leases', shared with evaluation runs and exports; what only jobs have stays here:
+a redelivered job whose owner's process on this host is gone takes over at once (without
+waiting out the lease), and the few ways a job ends while nobody holds it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,11 @@ from typing import Optional
 
 import psutil
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import select
 
 from studio.db import session_scope
+from studio.leases import JOBS
 from studio.models import Job, JobStatus, utcnow
 
 
@@ -28,29 +31,9 @@ def claim_job(engine: Engine, job_id: int, owner: str, lease_seconds: float) -> 
     Returns the claimed job, or None when another live worker has it, it is finished,
     cancelled, or out of attempts (a redelivered task then simply exits).
     """
-    now = time.time()
     with session_scope(engine) as session:
-        result = session.execute(
-            update(Job)
-            .where(
-                Job.id == job_id,
-                Job.cancel_requested == False,  # noqa: E712
-                Job.attempts < Job.max_attempts,
-                or_(
-                    Job.status == JobStatus.queued,
-                    and_(Job.status == JobStatus.running, Job.lease_expires_at < now),
-                ),
-            )
-            .values(
-                status=JobStatus.running,
-                lease_owner=owner,
-                lease_expires_at=now + lease_seconds,
-                attempts=Job.attempts + 1,
-                started_at=utcnow(),
-                error=None,
-            )
-        )
-        if result.rowcount != 1 and not _take_over_dead_local_owner(session, job_id, owner, lease_seconds):
+        claimed = JOBS.try_claim(session, job_id, owner, lease_seconds)
+        if not claimed and not _take_over_dead_local_owner(session, job_id, owner, lease_seconds):
             _settle_unclaimable(session, job_id)
             return None
         return session.get(Job, job_id)
@@ -106,13 +89,7 @@ def _settle_unclaimable(session, job_id: int) -> None:
 
 def renew_lease(engine: Engine, job_id: int, owner: str, lease_seconds: float) -> bool:
     """Extend the lease; False means the job is no longer ours (reaped or finished)."""
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
-            .values(lease_expires_at=time.time() + lease_seconds)
-        )
-        return result.rowcount == 1
+    return JOBS.update_ours(engine, job_id, owner, lease_expires_at=time.time() + lease_seconds)
 
 
 def finish_job(
@@ -120,13 +97,9 @@ def finish_job(
 ) -> bool:
     """Move our running job to a final status."""
     assert status.finished
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.lease_owner == owner, Job.status == JobStatus.running)
-            .values(status=status, error=error, finished_at=utcnow(), lease_expires_at=None)
-        )
-        return result.rowcount == 1
+    return JOBS.update_ours(
+        engine, job_id, owner, status=status, error=error, finished_at=utcnow(), lease_expires_at=None
+    )
 
 
 def set_progress(engine: Engine, job_id: int, owner: str, step: int, total_steps: int) -> None:
@@ -172,28 +145,4 @@ def _crashed_reason(attempts: int, max_attempts: int) -> str:
 def reap_expired(engine: Engine) -> tuple[list[int], list[int]]:
     """Requeue running jobs whose worker stopped renewing its lease; fail those out of
     attempts. Returns (requeued ids, failed ids); the caller re-sends the requeued ones."""
-    now = time.time()
-    requeued, failed = [], []
-    with session_scope(engine) as session:
-        expired = session.exec(
-            select(Job).where(Job.status == JobStatus.running, Job.lease_expires_at < now)
-        ).all()
-        for job in expired:
-            out_of_attempts = job.attempts >= job.max_attempts
-            values = (
-                dict(
-                    status=JobStatus.failed,
-                    finished_at=utcnow(),
-                    error=_crashed_reason(job.attempts, job.max_attempts),
-                )
-                if out_of_attempts
-                else dict(status=JobStatus.queued)
-            )
-            result = session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.status == JobStatus.running, Job.lease_expires_at < now)
-                .values(lease_owner=None, lease_expires_at=None, **values)
-            )
-            if result.rowcount == 1:
-                (failed if out_of_attempts else requeued).append(job.id)
-    return requeued, failed
+    return JOBS.reap(engine, lambda job: _crashed_reason(job.attempts, job.max_attempts))

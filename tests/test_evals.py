@@ -14,15 +14,8 @@ import httpx
 import pytest
 
 from studio.core.eval_metrics import METRICS, Scored, aggregate, row_scores, summarize
-from tests.conftest import make_settings, server_starter, upload_file, wait_until, worker_starter
-
-QUICK = {
-    "training": {"max_steps": 12, "batch_size": 8, "sample_every": 6, "save_every": 6, "keep_last": 2,
-                 "max_length": 128, "max_new_tokens": 8},
-    "data": {"probe_count": 2, "exact_match_rows": 4},
-    "template": {"name": "chatml", "system_prompt": "Answer briefly."},
-}
-FINISHED = ("succeeded", "failed", "cancelled")
+from tests.conftest import make_settings, server_starter, wait_until, worker_starter
+from tests.rest_support import QUICK, train_over_rest, wait_finished
 
 
 # --- metrics against hand-computed values --------------------------------------------------
@@ -106,17 +99,26 @@ def test_dataset_rows_become_prompt_reference_and_context():
 
 @pytest.mark.db
 def test_a_queued_run_cancels_at_once_and_is_never_claimed(ctx):
+    from studio.leases import EVALS
     from studio.services import evals
-    from worker.evaluate import claim_eval
 
     run = evals.create_eval(ctx, evals.EvalRequest(models=["demo"], prompts=["Say hi.", "Add 2 and 2."]))
     assert run.status == "queued" and run.row_count == 2 and run.split == "all"
     rows = evals.eval_rows(ctx, run.id, 0, 10)
     assert [r.prompt for r in rows] == ["Say hi.", "Add 2 and 2."] and rows[0].reference is None
     assert evals.cancel_eval(ctx, run.id).status == "cancelled"
-    assert claim_eval(ctx.engine, run.id, "w@test", 60) is None
+    assert EVALS.claim(ctx.engine, run.id, "w@test", 60) is None
     with pytest.raises(evals.EvalRefused):
         evals.cancel_eval(ctx, run.id)
+
+
+@pytest.mark.db
+def test_a_run_on_a_dataset_records_which_version_it_read(ctx, alpaca_file):
+    from studio.services import datasets, evals
+
+    dataset = datasets.create_dataset(ctx, alpaca_file.name, alpaca_file.read_bytes())[0]
+    run = evals.create_eval(ctx, evals.EvalRequest(models=["demo"], dataset_id=dataset.id, split="all", max_rows=3))
+    assert (run.dataset_id, run.dataset_version_id, run.row_count) == (dataset.id, dataset.version_id, 3)
 
 
 # --- a real worker, a real server ------------------------------------------------------------
@@ -128,26 +130,8 @@ def studio(tmp_path_factory, module_processes, tiny_model_dir, alpaca_file):
     worker_starter(module_processes)(settings)
     url = server_starter(module_processes)(settings)
     with httpx.Client(base_url=url, timeout=60) as client:
-        dataset = client.post("/api/datasets", files={"file": (alpaca_file.name, alpaca_file.read_bytes())}).json()
-        job = client.post(
-            "/api/jobs", json={"dataset_id": dataset["id"], "base_model": str(tiny_model_dir), "config": QUICK}
-        )
-        assert job.status_code == 201, job.text
-        job_id = job.json()["id"]
-        state = _wait(client, f"/api/jobs/{job_id}", module_processes, 300)
-        assert state["status"] == "succeeded", state["error"]
-        yield client, settings, dataset["id"], job_id, module_processes
-
-
-def _wait(client, path: str, processes, timeout: float) -> dict:
-    def finished():
-        state = client.get(path).json()
-        return state if state["status"] in FINISHED else None
-
-    try:
-        return wait_until(finished, timeout, interval=0.5, what=f"{path} to finish")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{processes.logs()}") from None
+        dataset_id, job_id = train_over_rest(client, alpaca_file, str(tiny_model_dir), module_processes)
+        yield client, settings, dataset_id, job_id, module_processes
 
 
 def _teacher_forced_perplexity(settings, job_id: int, base_dir: Path, row: dict) -> float:
@@ -180,7 +164,7 @@ def test_base_checkpoint_and_result_are_evaluated_by_a_worker(studio, tiny_model
     })
     assert created.status_code == 201, created.text
     eval_id = created.json()["id"]
-    state = _wait(client, f"/api/evals/{eval_id}", processes, 300)
+    state = wait_finished(client, f"/api/evals/{eval_id}", processes, 300)
     assert state["status"] == "succeeded", state["error"]
     assert state["progress"] == 1.0 and state["row_count"] == 6
     results = {r["model"]: r for r in state["results"]}
@@ -216,7 +200,7 @@ def test_typed_prompts_get_answers_and_lengths_only(studio):
     client, _settings, _dataset_id, job_id, processes = studio
     created = client.post("/api/evals", json={"models": [f"job-{job_id}"], "prompts": ["Add 3 and 4.", "Say hi."]})
     assert created.status_code == 201, created.text
-    state = _wait(client, f"/api/evals/{created.json()['id']}", processes, 300)
+    state = wait_finished(client, f"/api/evals/{created.json()['id']}", processes, 300)
     assert state["status"] == "succeeded", state["error"]
     metrics = state["results"][0]["metrics"]
     assert metrics["length"] is not None and metrics["perplexity"] is None and metrics["exact_match"] is None
@@ -235,7 +219,7 @@ def test_a_running_run_stops_at_its_next_chunk_when_cancelled(studio):
     eval_id = created.json()["id"]
     wait_until(lambda: client.get(f"/api/evals/{eval_id}").json()["status"] == "running", 120, 0.2, "the run to start")
     assert client.post(f"/api/evals/{eval_id}/cancel").json()["cancel_requested"] is True
-    state = _wait(client, f"/api/evals/{eval_id}", processes, 180)
+    state = wait_finished(client, f"/api/evals/{eval_id}", processes, 180)
     assert state["status"] == "cancelled" and state["results"] == []
     answered = [r for r in client.get(f"/api/evals/{eval_id}/rows", params={"limit": 200}).json() if r["outputs"]]
     assert len(answered) < 120  # it stopped before the end
@@ -277,19 +261,19 @@ def test_bad_requests_are_4xx_naming_the_field(studio, tmp_path):
 
 @pytest.mark.db
 def test_the_reaper_requeues_an_expired_run_and_fails_one_out_of_attempts(ctx):
+    from studio.leases import EVALS
     from studio.services import evals
-    from worker.evaluate import claim_eval
 
     run = evals.create_eval(ctx, evals.EvalRequest(models=["demo"], prompts=["Say hi."]))
     for attempt in range(1, 4):
-        claimed = claim_eval(ctx.engine, run.id, f"w{attempt}@test", lease_seconds=-1)  # its lease is over at once
+        claimed = EVALS.claim(ctx.engine, run.id, f"w{attempt}@test", lease_seconds=-1)  # its lease is over at once
         assert claimed is not None and claimed.attempts == attempt
         evals.reap(ctx)
         state = evals.get_eval(ctx, run.id)
         if attempt < 3:
             assert state.status == "queued" and "requeued" in state.stage
     assert state.status == "failed" and "died 3 times" in state.error
-    assert claim_eval(ctx.engine, run.id, "w4@test", 60) is None
+    assert EVALS.claim(ctx.engine, run.id, "w4@test", 60) is None
 
 
 @pytest.mark.slow

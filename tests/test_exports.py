@@ -18,16 +18,11 @@ import httpx
 import pytest
 
 from studio.settings import Settings
-from tests.conftest import make_settings, server_starter, wait_until, worker_starter
+from tests.conftest import make_settings, server_starter, worker_starter
+from tests.rest_support import QUICK, train_over_rest, wait_finished
 
 pytestmark = pytest.mark.slow
 
-QUICK = {
-    "training": {"max_steps": 12, "batch_size": 8, "sample_every": 6, "save_every": 6, "keep_last": 2,
-                 "max_length": 128, "max_new_tokens": 8},
-    "data": {"probe_count": 2, "exact_match_rows": 4},
-    "template": {"name": "chatml", "system_prompt": "Answer briefly."},
-}
 PROMPTS = [{"instruction": "Add 3 and 4.", "input": ""}, {"instruction": "Count the words.", "input": "red fox jumps"}]
 
 
@@ -42,22 +37,7 @@ def studio(tmp_path_factory, module_processes, tiny_model_dir, alpaca_file):
     worker_starter(module_processes)(settings)
     url = server_starter(module_processes)(settings)
     with httpx.Client(base_url=url, timeout=60) as client:
-        dataset = client.post("/api/datasets", files={"file": (alpaca_file.name, alpaca_file.read_bytes())}).json()
-        job = client.post(
-            "/api/jobs", json={"dataset_id": dataset["id"], "base_model": str(tiny_model_dir), "config": QUICK}
-        )
-        assert job.status_code == 201, job.text
-        job_id = job.json()["id"]
-
-        def finished():
-            state = client.get(f"/api/jobs/{job_id}").json()
-            return state if state["status"] in ("succeeded", "failed", "cancelled") else None
-
-        try:
-            state = wait_until(finished, 240, interval=0.5, what=f"job {job_id} to finish")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{module_processes.logs()}") from None
-        assert state["status"] == "succeeded", state["error"]
+        _, job_id = train_over_rest(client, alpaca_file, str(tiny_model_dir), module_processes, timeout=240)
         yield client, settings, job_id, module_processes
 
 
@@ -67,16 +47,7 @@ _made: dict[str, dict] = {}  # exports made by one test and reused by a later on
 def _export(client, job_id: int, processes, **body) -> dict:
     created = client.post(f"/api/jobs/{job_id}/exports", json=body)
     assert created.status_code == 201, created.text
-    export_id = created.json()["id"]
-
-    def finished():
-        state = client.get(f"/api/exports/{export_id}").json()
-        return state if state["status"] in ("succeeded", "failed") else None
-
-    try:
-        return wait_until(finished, 300, interval=0.5, what=f"export {export_id} to finish")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{processes.logs()}") from None
+    return wait_finished(client, f"/api/exports/{created.json()['id']}", processes, 300, ("succeeded", "failed"))
 
 
 def _studio_answers(settings, job_id: int, base_dir: Path) -> list[str]:

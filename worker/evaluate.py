@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import torch
-from sqlalchemy import and_, or_, update
+from sqlalchemy import update
 from sqlalchemy.engine import Engine as DBEngine
 from sqlmodel import select
 
@@ -31,7 +31,8 @@ from studio.core.config import TemplateSection
 from studio.core.eval_metrics import Scored, summarize
 from studio.core.templates import encode_rows
 from studio.db import engine_for, session_scope
-from studio.models import EvalRow, EvalRun, JobStatus, utcnow
+from studio.leases import EVALS, Cancelled, Lease
+from studio.models import EvalRow, JobStatus, utcnow
 from studio.settings import Settings
 from worker.infer.engine import BASE, Engine, GenerateRequest, InferError, ModelSpec
 
@@ -48,88 +49,6 @@ class EvalFailed(Exception):
     """A step failed in a way worth telling the user as it is."""
 
 
-class Cancelled(Exception):
-    pass
-
-
-# --- the run's state in the DB ------------------------------------------------------------
-
-
-def claim_eval(engine: DBEngine, eval_id: int, owner: str, lease_seconds: float) -> EvalRun | None:
-    """Take a queued run (or one whose worker's lease expired) for `owner`."""
-    now = time.time()
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(EvalRun)
-            .where(
-                EvalRun.id == eval_id,
-                EvalRun.attempts < EvalRun.max_attempts,
-                EvalRun.cancel_requested == False,  # noqa: E712
-                or_(
-                    EvalRun.status == JobStatus.queued,
-                    and_(EvalRun.status == JobStatus.running, EvalRun.lease_expires_at < now),
-                ),
-            )
-            .values(
-                status=JobStatus.running, lease_owner=owner, lease_expires_at=now + lease_seconds,
-                attempts=EvalRun.attempts + 1, started_at=utcnow(), error=None,
-            )
-        )
-        if result.rowcount != 1:
-            return None
-        run = session.get(EvalRun, eval_id)
-        session.expunge(run)
-        return run
-
-
-def _update_ours(engine: DBEngine, eval_id: int, owner: str, **values) -> bool:
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(EvalRun)
-            .where(EvalRun.id == eval_id, EvalRun.lease_owner == owner, EvalRun.status == JobStatus.running)
-            .values(**values)
-        )
-        return result.rowcount == 1
-
-
-class Lease:
-    """Renews the run's lease every third of it, and reads its cancel flag."""
-
-    def __init__(self, engine: DBEngine, eval_id: int, owner: str, seconds: float):
-        self.engine, self.eval_id, self.owner, self.seconds = engine, eval_id, owner, seconds
-        self.lost = False
-        self.cancelled = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="eval-lease", daemon=True)
-
-    def __enter__(self) -> "Lease":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def check(self) -> None:
-        """Raise Cancelled when a person asked to stop (or another attempt owns the run)."""
-        with session_scope(self.engine) as session:
-            run = session.get(EvalRun, self.eval_id)
-            if run.cancel_requested:
-                self.cancelled.set()
-            if run.lease_owner != self.owner or run.status != JobStatus.running:
-                self.lost = True
-        if self.cancelled.is_set() or self.lost:
-            raise Cancelled()
-
-    def _loop(self) -> None:
-        while not self._done.wait(self.seconds / 3):
-            try:
-                if not _update_ours(self.engine, self.eval_id, self.owner, lease_expires_at=time.time() + self.seconds):
-                    self.lost = True
-            except Exception:  # a transient DB error: keep trying
-                log.exception("eval lease renewal failed; retrying")
-
-
 # --- the task -------------------------------------------------------------------------------
 
 
@@ -137,7 +56,7 @@ def run(settings: Settings, eval_id: int) -> str:
     """The Celery task's body: answer, score and record one evaluation run."""
     db = engine_for(settings.db_url)
     owner = lifecycle.owner_id()
-    claimed = claim_eval(db, eval_id, owner, settings.lease_seconds)
+    claimed = EVALS.claim(db, eval_id, owner, settings.lease_seconds)
     if claimed is None:
         log.info("eval %s: not claimable (finished, cancelled or held by a live worker)", eval_id)
         return "skipped"
@@ -145,10 +64,10 @@ def run(settings: Settings, eval_id: int) -> str:
     sampling = dict(claimed.sampling)
 
     def report(progress: float, stage: str) -> None:
-        _update_ours(db, eval_id, owner, progress=round(progress, 4), stage=stage[:200])
+        EVALS.update_ours(db, eval_id, owner, progress=round(progress, 4), stage=stage[:200])
 
     engine: Optional[Engine] = None
-    lease = Lease(db, eval_id, owner, settings.lease_seconds)
+    lease = Lease(EVALS, db, eval_id, owner, settings.lease_seconds)
     try:
         with lease:
             engine = make_engine(settings)
@@ -169,20 +88,20 @@ def run(settings: Settings, eval_id: int) -> str:
                      time.perf_counter() - measured)
         if lease.lost:
             return "lease lost"  # another attempt owns it now
-        _update_ours(db, eval_id, owner, status=JobStatus.succeeded, progress=1.0, stage="done", results=results,
-                     finished_at=utcnow(), lease_expires_at=None)
+        EVALS.update_ours(db, eval_id, owner, status=JobStatus.succeeded, progress=1.0, stage="done",
+                          results=results, finished_at=utcnow(), lease_expires_at=None)
         return "succeeded"
     except Cancelled:
         if lease.lost and not lease.cancelled.is_set():
             return "lease lost"
-        _update_ours(db, eval_id, owner, status=JobStatus.cancelled, stage="cancelled", finished_at=utcnow(),
-                     lease_expires_at=None)
+        EVALS.update_ours(db, eval_id, owner, status=JobStatus.cancelled, stage="cancelled",
+                          finished_at=utcnow(), lease_expires_at=None)
         return "cancelled"
     except Exception as exc:
         log.exception("eval %s failed", eval_id)
         reason = str(exc) if isinstance(exc, (EvalFailed, InferError)) else f"{type(exc).__name__}: {exc}"
-        _update_ours(db, eval_id, owner, status=JobStatus.failed, stage="failed", error=reason[:4000],
-                     finished_at=utcnow(), lease_expires_at=None)
+        EVALS.update_ours(db, eval_id, owner, status=JobStatus.failed, stage="failed", error=reason[:4000],
+                          finished_at=utcnow(), lease_expires_at=None)
         return "failed"
     finally:
         if engine is not None:

@@ -24,13 +24,11 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import and_, or_, update
 from sqlalchemy.engine import Engine
 
 from studio import lifecycle
@@ -41,6 +39,7 @@ from studio.core.datasets import read_snapshot
 from studio.core.paths import JobPaths, resolve_inside
 from studio.core.templates import conversation, encode_prompt
 from studio.db import engine_for, session_scope
+from studio.leases import EXPORTS, Lease
 from studio.models import DatasetVersion, Export, ExportStatus, Job, utcnow
 from studio.settings import Settings
 
@@ -59,71 +58,6 @@ CHECK_TIMEOUT_S = 3600
 
 class ExportFailed(Exception):
     """A build step or check failed; the message is worded for the user."""
-
-
-# --- the export's state in the DB -------------------------------------------------------
-
-
-def claim_export(engine: Engine, export_id: int, owner: str, lease_seconds: float) -> Export | None:
-    """Take a queued export (or one whose worker's lease expired) for `owner`."""
-    now = time.time()
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Export)
-            .where(
-                Export.id == export_id,
-                Export.attempts < Export.max_attempts,
-                or_(
-                    Export.status == ExportStatus.queued,
-                    and_(Export.status == ExportStatus.running, Export.lease_expires_at < now),
-                ),
-            )
-            .values(
-                status=ExportStatus.running,
-                lease_owner=owner,
-                lease_expires_at=now + lease_seconds,
-                attempts=Export.attempts + 1,
-                started_at=utcnow(),
-                error=None,
-            )
-        )
-        return session.get(Export, export_id) if result.rowcount == 1 else None
-
-
-def _update_ours(engine: Engine, export_id: int, owner: str, **values) -> bool:
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Export)
-            .where(Export.id == export_id, Export.lease_owner == owner, Export.status == ExportStatus.running)
-            .values(**values)
-        )
-        return result.rowcount == 1
-
-
-class Lease:
-    """Renews the export's lease every third of it while the build runs."""
-
-    def __init__(self, engine: Engine, export_id: int, owner: str, seconds: float):
-        self.engine, self.export_id, self.owner, self.seconds = engine, export_id, owner, seconds
-        self.lost = False
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="export-lease", daemon=True)
-
-    def __enter__(self) -> "Lease":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._done.wait(self.seconds / 3):
-            try:
-                if not _update_ours(self.engine, self.export_id, self.owner, lease_expires_at=time.time() + self.seconds):
-                    self.lost = True
-            except Exception:  # a transient DB error: keep trying
-                log.exception("export lease renewal failed; retrying")
 
 
 # --- the task -----------------------------------------------------------------------------
@@ -149,13 +83,14 @@ class Source:
 
 
 Report = Callable[[float, str], None]
+_update_ours = EXPORTS.update_ours  # one name for the export's changes: bench/export.py times its stages here
 
 
 def run(settings: Settings, export_id: int) -> str:
     """The Celery task's body: build, verify and record one export."""
     engine = engine_for(settings.db_url)
     owner = lifecycle.owner_id()
-    export = claim_export(engine, export_id, owner, settings.lease_seconds)
+    export = EXPORTS.claim(engine, export_id, owner, settings.lease_seconds)
     if export is None:
         log.info("export %s: not claimable (finished or held by a live worker)", export_id)
         return "skipped"
@@ -170,7 +105,7 @@ def run(settings: Settings, export_id: int) -> str:
 
     checks: dict[str, Any] = {}
     try:
-        with Lease(engine, export_id, owner, settings.lease_seconds) as lease:
+        with Lease(EXPORTS, engine, export_id, owner, settings.lease_seconds) as lease:
             source = load_source(settings, engine, export)
             artifact = build(export.kind, export.quantization, source, staging, checks, report)
         if lease.lost:

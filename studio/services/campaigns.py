@@ -70,8 +70,8 @@ class CampaignRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, description="What the trainer calls it (raters never see it)")
-    models: list[str] = Field(min_length=2, max_length=MAX_CONTESTANTS,
-                              description="The contestants: demo, a base, job-N or job-N/checkpoint-S")
+    models: evals.ModelIds = Field(min_length=2, max_length=MAX_CONTESTANTS,
+                                   description="The contestants: demo, a base, job-N or job-N/checkpoint-S")
     prompts: Optional[list[str]] = Field(default=None, min_length=1, max_length=evals.MAX_ROWS,
                                          description="Typed prompts, one per item")
     dataset_id: Optional[int] = Field(default=None, ge=1, le=2**63 - 1, description="Prompts from this dataset")
@@ -84,14 +84,6 @@ class CampaignRequest(BaseModel):
     ratings_per_item: int = Field(default=3, ge=1, le=50, description="Ratings wanted per item, from different raters")
     pairs_per_prompt: int = Field(default=1, ge=1, le=28, description="Contestant pairs shown per prompt")
     sampling: EvalSampling = Field(default_factory=EvalSampling)
-
-    @field_validator("models")
-    @classmethod
-    def _distinct(cls, models: list[str]) -> list[str]:
-        models = [m.strip() for m in models]
-        if len(set(models)) != len(models):
-            raise ValueError("each model may appear once")
-        return models
 
     @field_validator("name")
     @classmethod

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, update
 from sqlmodel import select
 
@@ -23,9 +22,8 @@ from studio.core.datasets import stored_split
 from studio.core.model_ids import parse_model_id
 from studio.core.templates import conversation, reference_text
 from studio.db import session_scope
-from studio.models import (
-    DatasetVersion, EvalPublic, EvalResult, EvalRow, EvalRowPublic, EvalRun, Job, JobStatus, utcnow,
-)
+from studio.leases import EVALS, REQUEUED_STAGE
+from studio.models import EvalPublic, EvalResult, EvalRow, EvalRowPublic, EvalRun, Job, JobStatus, utcnow
 from studio.services import chat as chat_service
 from studio.services.context import NotFound, StudioContext
 from studio.services.datasets import load_version
@@ -37,6 +35,18 @@ MAX_ROWS = 5000  # a run's rows live in the DB and every model answers each one
 MAX_PROMPT_CHARS = 20_000
 MAX_PAGE = 200
 CATEGORY_FIELD = "category"
+
+
+def _each_once(models: list[str]) -> list[str]:
+    models = [m.strip() for m in models]
+    if len(set(models)) != len(models):
+        raise ValueError("each model may appear once")
+    return models
+
+
+# An evaluation run's models and a campaign's contestants: ids as typed, space around one
+# dropped, each at most once (a model compared with itself tells nothing).
+ModelIds = Annotated[list[str], AfterValidator(_each_once)]
 
 
 class EvalRefused(Exception):
@@ -58,8 +68,8 @@ class EvalRequest(BaseModel):
     """What POST /api/evals takes: models, an evaluation set and sampling."""
 
     model_config = ConfigDict(extra="forbid")
-    models: list[str] = Field(min_length=1, max_length=MAX_MODELS,
-                              description="demo, a base, job-N or job-N/checkpoint-S")
+    models: ModelIds = Field(min_length=1, max_length=MAX_MODELS,
+                             description="demo, a base, job-N or job-N/checkpoint-S")
     dataset_id: Optional[int] = Field(default=None, ge=1, le=2**63 - 1, description="The evaluation set's dataset")
     split: Literal["validation", "all"] = Field(default="validation",
                                                 description="The dataset's validation rows, or all of them")
@@ -67,14 +77,6 @@ class EvalRequest(BaseModel):
     prompts: Optional[list[str]] = Field(default=None, min_length=1, max_length=MAX_ROWS,
                                          description="Typed prompts instead of a dataset (no references)")
     sampling: EvalSampling = Field(default_factory=EvalSampling)
-
-    @field_validator("models")
-    @classmethod
-    def _distinct(cls, models: list[str]) -> list[str]:
-        models = [m.strip() for m in models]
-        if len(set(models)) != len(models):
-            raise ValueError("each model may appear once")
-        return models
 
     @field_validator("prompts")
     @classmethod
@@ -189,7 +191,8 @@ def create_eval(ctx: StudioContext, request: EvalRequest, user: Optional[str] = 
     version_id, rows = _rows_for(ctx, request)
     with session_scope(ctx.engine) as session:
         run = EvalRun(
-            models=[spec["id"] for spec in specs], specs=specs,  # ids as chat names them: job-01 is job-1 dataset_id=request.dataset_id, dataset_version_id=version_id,
+            models=[spec["id"] for spec in specs], specs=specs,  # ids as chat names them: job-01 is job-1
+            dataset_id=request.dataset_id, dataset_version_id=version_id,
             split=request.split if request.prompts is None else "all", max_rows=request.max_rows,
             row_count=len(rows), sampling=request.sampling.model_dump(), created_by=user or "",
             max_attempts=ctx.settings.max_attempts, stage="waiting for a worker",
@@ -273,27 +276,9 @@ def reap(ctx: StudioContext) -> None:
     of attempts (as the jobs' reaper does)."""
     from worker.celery_app import enqueue_eval
 
-    now = time.time()
-    with session_scope(ctx.engine) as session:
-        expired = session.exec(
-            select(EvalRun).where(EvalRun.status == JobStatus.running, EvalRun.lease_expires_at < now)
-        ).all()
-        requeue = []
-        for run in expired:
-            out = run.attempts >= run.max_attempts
-            values = (
-                dict(status=JobStatus.failed, finished_at=utcnow(),
-                     error=f"The worker running this evaluation died {run.attempts} times.")
-                if out else dict(status=JobStatus.queued, stage="requeued: its worker stopped")
-            )
-            result = session.execute(
-                update(EvalRun)
-                .where(EvalRun.id == run.id, EvalRun.status == JobStatus.running, EvalRun.lease_expires_at < now)
-                .values(lease_owner=None, lease_expires_at=None, **values)
-            )
-            if result.rowcount == 1 and not out:
-                requeue.append(run.id)
-    for eval_id in requeue:
+    requeued, _ = EVALS.reap(ctx.engine, lambda run: f"The worker running this evaluation died {run.attempts} times.",
+                             stage=REQUEUED_STAGE)
+    for eval_id in requeued:
         log.warning("eval %s: worker lease expired, requeued", eval_id)
         enqueue_eval(ctx.celery, eval_id)
 

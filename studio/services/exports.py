@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
-from sqlalchemy import update
 from sqlmodel import select
 
 from studio.core.config import ConfigError, JobConfig
 from studio.core.paths import JobPaths, resolve_inside
 from studio.db import session_scope
-from studio.models import Checkpoint, Export, ExportPublic, ExportStatus, Job, JobStatus, utcnow
+from studio.leases import EXPORTS, REQUEUED_STAGE
+from studio.models import Checkpoint, Export, ExportPublic, ExportStatus, Job, JobStatus
 from studio.services.context import NotFound, StudioContext
 from worker.celery_app import enqueue_export
 from worker.checkpoints import is_complete
@@ -214,26 +213,8 @@ def zip_stream(folder: Path, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
 def reap(ctx: StudioContext) -> None:
     """Requeue running exports whose worker stopped renewing its lease; fail those out of
     attempts (as the jobs' reaper does)."""
-    now = time.time()
-    with session_scope(ctx.engine) as session:
-        expired = session.exec(
-            select(Export).where(Export.status == ExportStatus.running, Export.lease_expires_at < now)
-        ).all()
-        requeue = []
-        for export in expired:
-            out = export.attempts >= export.max_attempts
-            values = (
-                dict(status=ExportStatus.failed, finished_at=utcnow(),
-                     error=f"The worker building this export died {export.attempts} times.")
-                if out else dict(status=ExportStatus.queued, stage="requeued: its worker stopped")
-            )
-            result = session.execute(
-                update(Export)
-                .where(Export.id == export.id, Export.status == ExportStatus.running, Export.lease_expires_at < now)
-                .values(lease_owner=None, lease_expires_at=None, **values)
-            )
-            if result.rowcount == 1 and not out:
-                requeue.append(export.id)
-    for export_id in requeue:
+    requeued, _ = EXPORTS.reap(ctx.engine, lambda export: f"The worker building this export died {export.attempts} times.",
+                               stage=REQUEUED_STAGE)
+    for export_id in requeued:
         log.warning("export %s: worker lease expired, requeued", export_id)
         enqueue_export(ctx.celery, export_id)
