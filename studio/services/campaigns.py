@@ -23,12 +23,13 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import Counter, defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import and_, func, insert, or_, update
+from sqlalchemy import Float, Integer, String, bindparam, false, func, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
@@ -37,7 +38,7 @@ from studio.core.config import ConfigError
 from studio.core.pairing import Candidate, a_side, schedule_pairs
 from studio.core.pairing import next_item as choose_item
 from studio.db import session_scope
-from studio.models import Campaign, CampaignAssignment, CampaignItem, EvalRow, EvalRun, JobStatus, Rating
+from studio.models import Campaign, CampaignAssignment, CampaignItem, EvalRow, EvalRun, JobStatus, Rating, utcnow
 from studio.services import evals
 from studio.services.context import NotFound, StudioContext
 from studio.services.evals import EvalSampling
@@ -50,11 +51,12 @@ MAX_CONTESTANTS = 8
 HOLD_SECONDS = 30 * 60  # an assigned, unrated item stops counting toward its ratings after this
 WINNERS = board_math.WINNERS
 SIDES = ("A", "B")
-# The queue's read-then-write steps take turns within a web process: SQLite makes a writer
-# that finds the file locked sleep in 1-100 ms steps (the tail of GET next with 20 raters),
-# and in turn two raters cannot both take an item's last slot. Across processes the
-# unique keys still hold.
+# The queue's writes take turns within a web process: SQLite makes a writer that finds the
+# file locked sleep in 1-100 ms steps (the tail of GET next with 20 raters). Only the
+# writes: reads inside the turn made 20 raters queue behind each other's SELECTs. That two
+# raters cannot both take an item's last slot is the assigning INSERT's own condition.
 _QUEUE_TURN = threading.Lock()
+NEXT_TRIES = 20  # choices of an item whose last slot someone else took meanwhile, then 409
 
 
 class CampaignRefused(Exception):
@@ -237,131 +239,191 @@ def rater_campaigns(ctx: StudioContext, rater: str) -> list[dict[str, Any]]:
     return out
 
 
-def _public_item(campaign: Campaign, item, done: int) -> dict[str, Any]:
-    """What a rater is sent for an item (a CampaignItem or a row of its columns)."""
-    return {
-        "item_id": item.id,
-        "prompt": item.prompt,
-        "input": item.input,
-        "responses": [{"label": "A", "text": item.answer_a}, {"label": "B", "text": item.answer_b}],
-        "mode": campaign.mode,
-        "criteria": list(campaign.criteria),
-        "rated": done,
-    }
+@dataclass(frozen=True)
+class _Plan:
+    """What the queue needs of an open campaign and that never changes once it is open
+    (items are made in the same transaction that opens it, and are never edited)."""
+
+    mode: str
+    criteria: tuple[str, ...]
+    ratings_per_item: int
+    seed: int
+    pairs: dict[int, frozenset]  # item id -> its (unordered) contestant pair
 
 
-def _open_campaign(ctx: StudioContext, session, campaign_id: int) -> Campaign:
-    campaign = _load(session, campaign_id)
-    if campaign.status == "open":
-        return campaign
+# Per engine (a test process opens many DBs with the same ids), per campaign id. Only open
+# campaigns are kept, and open is final.
+_PLANS: "weakref.WeakKeyDictionary[Any, dict[int, _Plan]]" = weakref.WeakKeyDictionary()
+_PLANS_TURN = threading.Lock()
+
+_CAMPAIGN, _ITEM, _ASSIGNED, _RATING = (Campaign.__table__, CampaignItem.__table__, CampaignAssignment.__table__,
+                                        Rating.__table__)
+# Built once: composing a statement costs more than SQLite takes to run it.
+_MINE = (select(_ASSIGNED.c.item_id, _ASSIGNED.c.rated)
+         .where(_ASSIGNED.c.campaign_id == bindparam("campaign_id"), _ASSIGNED.c.rater == bindparam("rater"))
+         .order_by(_ASSIGNED.c.assigned_at, _ASSIGNED.c.id))
+# Ratings each item has or is promised (assignments still held); items without any are 0.
+_TAKEN = (select(_ASSIGNED.c.item_id, func.count())
+          .where(_ASSIGNED.c.campaign_id == bindparam("campaign_id"),
+                 or_(_ASSIGNED.c.rated, _ASSIGNED.c.assigned_at > bindparam("cutoff")))
+          .group_by(_ASSIGNED.c.item_id))
+# Assign the item only while it still has a free slot: the count and the INSERT are one
+# statement, so a slot taken since the rater's choice is not taken twice.
+_ASSIGN = insert(_ASSIGNED).from_select(
+    ["campaign_id", "item_id", "rater", "assigned_at", "rated"],
+    select(bindparam("campaign_id", type_=Integer), bindparam("item_id", type_=Integer),
+           bindparam("rater", type_=String), bindparam("now", type_=Float), false())
+    .where(select(func.count()).select_from(_ASSIGNED)
+           .where(_ASSIGNED.c.item_id == bindparam("item_id", type_=Integer),
+                  or_(_ASSIGNED.c.rated, _ASSIGNED.c.assigned_at > bindparam("cutoff", type_=Float)))
+           .scalar_subquery() < bindparam("wanted", type_=Integer)))
+_TEXTS = select(_ITEM.c.id, _ITEM.c.prompt, _ITEM.c.input, _ITEM.c.answer_a, _ITEM.c.answer_b).where(
+    _ITEM.c.id == bindparam("item_id"))
+_ASSIGNMENT = select(_ASSIGNED.c.id).where(_ASSIGNED.c.item_id == bindparam("item_id"),
+                                           _ASSIGNED.c.rater == bindparam("rater"))
+_STORED = select(_RATING.c.id, _RATING.c.item_id, _RATING.c.winner, _RATING.c.scores, _RATING.c.comment).where(
+    _RATING.c.item_id == bindparam("item_id"), _RATING.c.rater == bindparam("rater"))
+_STORE = insert(_RATING)
+_MARK_RATED = update(_ASSIGNED).where(_ASSIGNED.c.id == bindparam("assignment_id")).values(rated=True)
+
+
+def _plan(ctx: StudioContext, campaign_id: int) -> _Plan:
+    """The open campaign's plan (read once per process), or CampaignRefused while it is not open."""
+    known = _PLANS.get(ctx.engine, {}).get(campaign_id)
+    if known is not None:
+        return known
     status = refresh(ctx, campaign_id)
     if status == "generating":
         raise CampaignRefused("this campaign's answers are still being written; try again in a minute")
     if status != "open":
         raise CampaignRefused(f"this campaign is {status}: there is nothing to rate")
-    session.refresh(campaign)
-    return campaign
+    with ctx.engine.connect() as conn:
+        row = conn.execute(select(_CAMPAIGN.c.mode, _CAMPAIGN.c.criteria, _CAMPAIGN.c.ratings_per_item,
+                                  _CAMPAIGN.c.seed).where(_CAMPAIGN.c.id == campaign_id)).one()
+        items = conn.execute(select(_ITEM.c.id, _ITEM.c.model_a, _ITEM.c.model_b)
+                             .where(_ITEM.c.campaign_id == campaign_id).order_by(_ITEM.c.id)).all()
+    plan = _Plan(row.mode, tuple(row.criteria), row.ratings_per_item, row.seed,
+                 {i: frozenset((a, b)) for i, a, b in items})
+    with _PLANS_TURN:
+        _PLANS.setdefault(ctx.engine, {})[campaign_id] = plan
+    return plan
+
+
+def _public_item(plan: _Plan, item, done: int) -> dict[str, Any]:
+    """What a rater is sent for an item (a row of its id, prompt, input and answers)."""
+    return {
+        "item_id": item.id,
+        "prompt": item.prompt,
+        "input": item.input,
+        "responses": [{"label": "A", "text": item.answer_a}, {"label": "B", "text": item.answer_b}],
+        "mode": plan.mode,
+        "criteria": list(plan.criteria),
+        "rated": done,
+    }
 
 
 def next_item(ctx: StudioContext, campaign_id: int, rater: str) -> Optional[dict[str, Any]]:
     """The rater's next item (assigned to them now), or None when nothing is left for them.
     An item they were given and have not rated yet comes back first (a reload, a retry).
-    Few, column-only queries: 20 raters polling at once share one web process."""
-    cutoff = time.time() - HOLD_SECONDS
-    with _QUEUE_TURN, session_scope(ctx.engine) as session:
-        campaign = _open_campaign(ctx, session, campaign_id)
-        mine = session.execute(
-            select(CampaignAssignment.item_id, CampaignAssignment.rated, CampaignItem.model_a, CampaignItem.model_b)
-            .join(CampaignItem, CampaignItem.id == CampaignAssignment.item_id)
-            .where(CampaignAssignment.campaign_id == campaign_id, CampaignAssignment.rater == rater)
-            .order_by(CampaignAssignment.assigned_at)
-        ).all()
-        done = sum(1 for m in mine if m.rated)
-        pick = next((m.item_id for m in mine if not m.rated), None)
-        if pick is None:
-            # Items with how many ratings they have or are promised (fresh assignments).
-            taken = (
-                select(CampaignItem.id, CampaignItem.model_a, CampaignItem.model_b, func.count(CampaignAssignment.id))
-                .outerjoin(CampaignAssignment, and_(
-                    CampaignAssignment.item_id == CampaignItem.id,
-                    or_(CampaignAssignment.rated, CampaignAssignment.assigned_at > cutoff)))
-                .where(CampaignItem.campaign_id == campaign_id)
-                .group_by(CampaignItem.id, CampaignItem.model_a, CampaignItem.model_b)
-            )
-            candidates = [Candidate(i, frozenset((a, b)), n) for i, a, b, n in session.execute(taken).all()]
-            seen = Counter(frozenset((m.model_a, m.model_b)) for m in mine)
-            pick = choose_item(candidates, seen, campaign.ratings_per_item, already=[m.item_id for m in mine],
-                               seed=f"{campaign.seed}:{rater}")
+
+    20 raters polling at once share one web process, and SQLite one writer: the choice is
+    read outside the queue's turn with two prepared queries (the campaign's items and
+    their pairs are read once per process); the turn holds one conditional INSERT."""
+    plan = _plan(ctx, campaign_id)
+    with ctx.engine.connect() as conn:
+        for _ in range(NEXT_TRIES):
+            mine = conn.execute(_MINE, {"campaign_id": campaign_id, "rater": rater}).all()
+            done = sum(1 for m in mine if m.rated)
+            pick = next((m.item_id for m in mine if not m.rated), None)
+            if pick is not None:
+                break
+            cutoff = time.time() - HOLD_SECONDS
+            taken = dict(conn.execute(_TAKEN, {"campaign_id": campaign_id, "cutoff": cutoff}).all())
+            candidates = [Candidate(i, pair, taken.get(i, 0)) for i, pair in plan.pairs.items()]
+            seen = Counter(plan.pairs[m.item_id] for m in mine)
+            pick = choose_item(candidates, seen, plan.ratings_per_item, already=[m.item_id for m in mine],
+                               seed=f"{plan.seed}:{rater}")
             if pick is None:
                 return None
+            conn.rollback()  # end the reads' transaction: the INSERT's count must see the latest
             try:
-                with session.begin_nested():
-                    session.execute(insert(CampaignAssignment).values(
-                        campaign_id=campaign_id, item_id=pick, rater=rater, assigned_at=time.time(), rated=False))
+                with _QUEUE_TURN:
+                    won = conn.execute(_ASSIGN, {"campaign_id": campaign_id, "item_id": pick, "rater": rater,
+                                                 "now": time.time(), "cutoff": cutoff,
+                                                 "wanted": plan.ratings_per_item}).rowcount == 1
+                    conn.commit()
             except IntegrityError:  # the same rater asked twice at once: the other request assigned it
-                pass
-        item = session.execute(select(CampaignItem.id, CampaignItem.prompt, CampaignItem.input,
-                                      CampaignItem.answer_a, CampaignItem.answer_b)
-                               .where(CampaignItem.id == pick)).one()
-        return _public_item(campaign, item, done)
+                conn.rollback()
+                continue
+            if won:
+                break
+            # Its last slot went to another rater since the choice: choose again.
+        else:
+            raise CampaignRefused("the queue is busy: try again in a moment")
+        item = conn.execute(_TEXTS, {"item_id": pick}).one()
+    return _public_item(plan, item, done)
 
 
-def _check_rating(campaign: Campaign, request: RatingRequest) -> list[str]:
+def _check_rating(plan: _Plan, request: RatingRequest) -> list[str]:
     problems = []
-    if campaign.mode in ("pairwise", "both") and request.winner is None:
+    if plan.mode in ("pairwise", "both") and request.winner is None:
         problems.append("winner: pick A, B, tie or both_bad")
-    needs_scores = campaign.mode in ("likert", "both")
+    needs_scores = plan.mode in ("likert", "both")
     for side in SIDES:
         given = request.scores.get(side, {})
         for criterion, value in given.items():
-            if criterion not in campaign.criteria:
+            if criterion not in plan.criteria:
                 problems.append(f"scores.{side}.{criterion}: not one of this campaign's criteria "
-                                f"({', '.join(campaign.criteria)})")
+                                f"({', '.join(plan.criteria)})")
             elif not 1 <= value <= 5:
                 problems.append(f"scores.{side}.{criterion}: a score is 1 to 5, not {value}")
         if needs_scores:
-            problems += [f"scores.{side}.{c}: score every criterion, 1 to 5" for c in campaign.criteria if c not in given]
+            problems += [f"scores.{side}.{c}: score every criterion, 1 to 5" for c in plan.criteria if c not in given]
     return problems
 
 
 def submit_rating(ctx: StudioContext, campaign_id: int, rater: str, request: RatingRequest) -> tuple[dict[str, Any], bool]:
     """Store a rater's judgement of an item assigned to them. Returns (the stored rating,
     created): the same request replayed returns the stored one with created False; a
-    different one for an item already rated is refused (409)."""
-    with _QUEUE_TURN, session_scope(ctx.engine) as session:
-        campaign = _load(session, campaign_id)
-        item = session.get(CampaignItem, request.item_id)
-        if item is None or item.campaign_id != campaign_id:
-            raise NotFound(f"item_id: campaign {campaign_id} has no item {request.item_id}")
-        assignment = session.exec(select(CampaignAssignment).where(
-            CampaignAssignment.item_id == item.id, CampaignAssignment.rater == rater)).first()
-        if assignment is None:
+    different one for an item already rated is refused (409).
+
+    The checks read outside the queue's turn (an assignment, once made, is never taken
+    back); the turn holds only the INSERT and the assignment's UPDATE."""
+    try:
+        plan = _plan(ctx, campaign_id)
+    except CampaignRefused:
+        plan = None  # not open: no item of it was ever given to anyone
+    if plan is None or request.item_id not in plan.pairs:
+        raise NotFound(f"item_id: campaign {campaign_id} has no item {request.item_id}")
+    key = {"item_id": request.item_id, "rater": rater}
+    with ctx.engine.connect() as conn:
+        assignment_id = conn.execute(_ASSIGNMENT, key).scalar()
+        if assignment_id is None:
             raise CampaignRefused(f"item_id: item {request.item_id} was not given to you; "
                                   f"GET /api/campaigns/{campaign_id}/next gives your next one", status=403)
-        problems = _check_rating(campaign, request)
+        problems = _check_rating(plan, request)
         if problems:
             raise ConfigError(problems)
         scores = {side: dict(request.scores[side]) for side in SIDES if request.scores.get(side)}
-        existing = session.exec(select(Rating).where(Rating.item_id == item.id, Rating.rater == rater)).first()
+        existing = conn.execute(_STORED, key).first()
         if existing is None:
-            existing = Rating(campaign_id=campaign_id, item_id=item.id, rater=rater, winner=request.winner,
-                              scores=scores, comment=request.comment)
-            session.add(existing)
-            assignment.rated = True
+            conn.rollback()  # end the reads' transaction before writing
             try:
-                session.flush()
-                return _rating_public(existing), True
+                with _QUEUE_TURN:
+                    stored = conn.execute(_STORE, {"campaign_id": campaign_id, **key, "winner": request.winner,
+                                                   "scores": scores, "comment": request.comment,
+                                                   "created_at": utcnow()})
+                    conn.execute(_MARK_RATED, {"assignment_id": assignment_id})
+                    conn.commit()
+                return {"id": stored.inserted_primary_key[0], "item_id": request.item_id,
+                        "winner": request.winner, "scores": scores, "comment": request.comment}, True
             except IntegrityError:  # the same POST twice at once: the other one stored it
-                session.rollback()
-                existing = session.exec(select(Rating).where(Rating.item_id == item.id, Rating.rater == rater)).one()
-        if (existing.winner, existing.scores, existing.comment) != (request.winner, scores, request.comment):
-            raise CampaignRefused(f"item_id: you already rated item {request.item_id}; a rating is not changed")
-        return _rating_public(existing), False
-
-
-def _rating_public(rating: Rating) -> dict[str, Any]:
-    return {"id": rating.id, "item_id": rating.item_id, "winner": rating.winner, "scores": rating.scores,
-            "comment": rating.comment}
+                conn.rollback()
+                existing = conn.execute(_STORED, key).one()
+    if (existing.winner, existing.scores, existing.comment) != (request.winner, scores, request.comment):
+        raise CampaignRefused(f"item_id: you already rated item {request.item_id}; a rating is not changed")
+    return {"id": existing.id, "item_id": existing.item_id, "winner": existing.winner, "scores": existing.scores,
+            "comment": existing.comment}, False
 
 
 # --- the trainer's side: leaderboard and exports -----------------------------------------
