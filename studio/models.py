@@ -323,6 +323,7 @@ class WorkerPublic(SQLModel):
     started_at: datetime
     seconds_since_seen: float
     alive: bool
+    training_flops: float = Field(default=0.0, description="Training FLOP/s its calibration run measured (0: not yet)")
 
 
 # --- exports --------------------------------------------------------------------------

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(
         default=30.0, gt=0, description="How often a worker refreshes its row in the worker registry."
     )
+    worker_calibrate: bool = Field(
+        default=True,
+        description="A worker times a few seconds of training when it starts, for time estimates before any job finished.",
+    )
     visibility_timeout_seconds: int = Field(
         default=3600, ge=1, description="Redis broker: seconds before an unacked job id is redelivered."
     )

@@ -41,6 +41,7 @@ def list_workers(engine: Engine, heartbeat_seconds: float) -> list[WorkerPublic]
             name=row.name, device=device.name, cuda=device.cuda, gpus=device.gpus,
             memory_gib=round(device.memory_bytes / GIB, 1), bf16=device.bf16, bitsandbytes=device.bitsandbytes,
             started_at=row.started_at, seconds_since_seen=round(silent, 1), alive=_alive(silent, heartbeat_seconds),
+            training_flops=max(device.flops, 0.0),
         ))
     return sorted(out, key=lambda w: not w.alive)
 

@@ -118,6 +118,9 @@ def make_settings(data_dir: Path, **overrides) -> Settings:
     (after the module or session when made by a fixture of that scope)."""
     if databases.BACKEND == "postgres":
         overrides.setdefault("database_url", databases.create_database())
+    # A worker's start-up calibration would compete with the test's own job for the CPU;
+    # tests/worker/test_registry.py turns it on.
+    overrides.setdefault("worker_calibrate", False)
     settings = Settings(data_dir=data_dir, **overrides)
     upgrade(settings.db_url)
     return settings

@@ -4,7 +4,9 @@ The row is written by a small process beside the Celery parent, started when the
 is ready and stopped when it shuts down. The parent forks the pool processes that train,
 so it must hold neither a CUDA context nor a thread inside SQLite at a fork; and the
 device is detected in a one-shot child so that the registry process holds no CUDA context
-(hundreds of MB of GPU memory) for the worker's whole life either.
+(hundreds of MB of GPU memory) for the worker's whole life either. Once registered, it
+times a few seconds of training in another such child (worker/calibrate.py) and adds the
+measured speed to the row, for time estimates before any job has finished.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from studio.core.estimate import Device, detect_device
 
 log = logging.getLogger(__name__)
 
 _process: subprocess.Popen | None = None
+_calibrating: subprocess.Popen | None = None  # the calibration child, while it runs
 
 
 def start(sender, **_kwargs) -> None:
@@ -49,6 +53,30 @@ def probe_device() -> Device:
     return Device(**json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def probe_speed() -> float:
+    """Training FLOP/s here, from a calibration child (0.0 when it failed: the estimate
+    then falls back to a rate from the device kind)."""
+    global _calibrating
+    try:
+        _calibrating = subprocess.Popen(
+            [sys.executable, "-m", "worker.calibrate"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        out, err = _calibrating.communicate(timeout=300)
+        if _calibrating.returncode != 0:
+            raise RuntimeError(err.strip().splitlines()[-1] if err.strip() else f"exit {_calibrating.returncode}")
+        return float(json.loads(out.strip().splitlines()[-1])["flops"])
+    except Exception as exc:  # noqa: BLE001 (a failed calibration must not stop the worker)
+        log.warning("worker calibration failed: %s", exc)
+        return 0.0
+
+
+def _stop_calibrating() -> None:
+    """A worker stopping mid-calibration leaves no child behind."""
+    if _calibrating is not None and _calibrating.poll() is None:
+        _calibrating.kill()
+        _calibrating.wait()
+
+
 def keep_registered(name: str) -> None:
     """Register, then refresh the row every heartbeat until the worker (our parent) is gone
     or we are told to stop; a graceful end deletes the row, a killed worker's row just
@@ -66,8 +94,16 @@ def keep_registered(name: str) -> None:
     engine = make_engine(settings.db_url)
     started = utcnow()
     next_beat = 0.0
+    measured: list[float] = []  # the calibration's result, from its thread
+    calibration = threading.Thread(target=lambda: measured.append(probe_speed()), daemon=True)
     try:
         while os.getppid() == parent:
+            if settings.worker_calibrate and next_beat > 0 and calibration.ident is None:
+                calibration.start()  # once registered: the worker is listed (and beats) meanwhile
+            if measured and not device.flops:
+                device = replace(device, flops=measured[0] or -1.0)  # -1: failed, not measured again
+                log.info("worker %s calibrated: %.3g training FLOP/s", name, device.flops)
+                next_beat = 0.0
             if time.monotonic() >= next_beat:
                 try:
                     register(engine, name, device, started)
@@ -76,6 +112,7 @@ def keep_registered(name: str) -> None:
                 next_beat = time.monotonic() + settings.worker_heartbeat_seconds
             time.sleep(0.5)
     finally:
+        _stop_calibrating()
         try:
             unregister(engine, name)
         finally:

@@ -29,6 +29,7 @@ class Device:
     bitsandbytes: bool  # the package is importable
     gpus: int = 0  # CUDA devices visible
     cpus: int = 0  # CPU cores (0: not reported, by a worker from before this field)
+    flops: float = 0.0  # training FLOP/s a short calibration run measured here (0: not measured)
 
 
 def detect_device() -> Device:

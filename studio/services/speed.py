@@ -93,11 +93,14 @@ def run_speeds(ctx: StudioContext, base_model: str, method: str, limit: int = RE
 
 def rough_rate(config: JobConfig, total_params: int, device: Device | None) -> float | None:
     """Tokens/s from parameter count and device alone: ~4 FLOPs per parameter per token
-    for adapters (forward, and the backward pass through frozen weights), ~6 for full."""
+    for adapters (forward, and the backward pass through frozen weights), ~6 for full;
+    at the FLOP/s the worker's calibration measured, else a typical one for its kind."""
     if not total_params:
         return None
     flops_per_token = (6 if config.adapter.method == "full" else 4) * total_params
-    if device is not None and device.cuda:
+    if device is not None and device.flops > 0:
+        power = device.flops * (max(device.gpus, 1) if device.cuda else 1)
+    elif device is not None and device.cuda:
         power = GPU_FLOPS * max(device.gpus, 1)
     else:
         power = CPU_CORE_FLOPS * ((device.cpus if device else 0) or 2)
@@ -141,4 +144,6 @@ def launch_estimate(
     if estimate is not None and chosen and not same:
         estimate = Estimate(estimate.low, estimate.high, estimate.basis, estimate.rate,
                             f"{len(chosen)} finished run(s) on another device")
+    elif estimate is not None and not chosen and device is not None and device.flops > 0:
+        estimate = Estimate(estimate.low, estimate.high, estimate.basis, estimate.rate, "calibrated")
     return estimate, tokens

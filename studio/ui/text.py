@@ -309,6 +309,7 @@ TEXT: dict[str, str] = {
     "train.plan_time": "- **time:** about **{low} to {high}** ({detail})",
     "train.plan_time_measured": "measured on {runs} like this one",
     "train.plan_time_rough": "a rough estimate from the model size: no run like this one has finished on this worker yet",
+    "train.plan_time_calibrated": "a rough estimate from the model size and the worker's speed in a short test run: no run like this one has finished yet",
     "train.plan_time_none": "- **time:** no estimate, because the base model's tokenizer could not be read",
     # jobs tab
     "jobs.list_title": "### Jobs",

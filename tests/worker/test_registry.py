@@ -42,3 +42,20 @@ def test_a_killed_worker_leaves_no_live_row(ctx, start_worker):
     wait_until(lambda: jobs.list_workers(ctx), 120, what="the worker to register")
     os.kill(proc.pid, signal.SIGKILL)  # the Celery parent only: its registry process notices
     wait_until(lambda: jobs.list_workers(ctx) == [], 20, what="the killed worker's row to go")
+
+
+def test_a_worker_times_its_training_speed_for_the_first_estimate(tmp_path, alpaca_file, start_worker):
+    # Before any job finished, the time estimate rests on the worker's own calibration run,
+    # not on a typical rate for its kind of device.
+    settings = make_settings(tmp_path / "d", worker_heartbeat_seconds=0.5, worker_calibrate=True)
+    ctx = StudioContext.from_settings(settings)
+    dataset_id = upload_file(ctx, alpaca_file)
+    guessed = jobs.preview_launch(ctx, dataset_id, "demo").estimate  # no worker yet: the typical rate
+    start_worker(settings, name="cal")
+    [worker] = wait_until(lambda: [w for w in jobs.list_workers(ctx) if w.training_flops > 0], 240,
+                          what="the worker's calibration")
+    print(f"\ncalibrated: {worker.training_flops:.3g} training FLOP/s")
+    assert worker.alive
+    preview = jobs.preview_launch(ctx, dataset_id, "demo")
+    assert preview.estimate.detail == "calibrated" and guessed.detail != "calibrated"
+    assert preview.estimate.rate != guessed.rate
