@@ -238,8 +238,7 @@ def reference_nll(engine: Engine, specs: list[ModelSpec], rows: list[Item]) -> d
     for spec in specs:
         values = [(math.nan, 0)] * len(rows)
         if scored:
-            base = engine._ensure_base(engine._base_key(spec), spec)
-            adapter, _ = engine._ensure_adapter(base, spec, [])
+            base, adapter = engine.model_for(spec)
             template = TemplateSection.model_validate(spec.template)
             limit = min(PPL_MAX_LENGTH, getattr(base.model.config, "max_position_embeddings", None) or PPL_MAX_LENGTH)
             encoded = encode_rows(base.tokenizer, [r.training_row() for r in scored], limit, template)

@@ -213,3 +213,23 @@ def test_a_full_fine_tune_is_a_model_of_its_own(artifacts, tiny_model_dir):
     assert sorted(b["key"].split(":")[0] for b in stats["bases"]) == ["base", "full"]
     assert missing["status"] == 404 and "gone" in missing["message"]
     assert escape["status"] == 404 and "outside the artifact root" in escape["message"]
+
+
+def test_model_for_gives_the_loaded_base_with_the_adapter_once_the_engine_stopped(artifacts, tiny_model_dir):
+    """What evaluation's perplexity uses: the engine's own base with the checkpoint
+    attached (not a second copy), refused while the engine thread owns the models."""
+    from worker.infer.engine import BASE
+
+    engine = engine_for(artifacts, tiny_model_dir)
+    try:
+        ask_all(engine, [GenerateRequest(model=spec(tiny_model_dir, 1), messages=QUESTION, max_tokens=2)])
+        with pytest.raises(RuntimeError, match="stop the engine first"):
+            engine.model_for(spec(tiny_model_dir, 1))
+    finally:
+        engine.stop()
+    base, name = engine.model_for(spec(tiny_model_dir, 1))
+    again, other = engine.model_for(spec(tiny_model_dir, 2))
+    plain, none = engine.model_for(spec(tiny_model_dir))
+    assert base is again is plain and len(engine.bases) == 1  # one base, adapters attached to it
+    assert none == BASE and name != other and {name, other} <= set(base.adapters)
+    assert base.tokenizer.pad_token_id is not None

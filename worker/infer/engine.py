@@ -472,6 +472,17 @@ class Engine:
 
     # --- models in memory ---------------------------------------------------------------
 
+    def model_for(self, spec: ModelSpec) -> tuple[LoadedBase, str]:
+        """The loaded base for this model with its adapter attached, and the adapter's
+        name in peft (BASE for the base itself), loading either as needed. For work on
+        the engine's models outside its loop (perplexity): call it only while the engine
+        thread is not running, since that thread owns the models while it runs."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("model_for: stop the engine first; its thread owns the models while it runs")
+        base = self._ensure_base(self._base_key(spec), spec)
+        adapter, _mixable = self._ensure_adapter(base, spec, [])
+        return base, adapter
+
     def _base_key(self, spec: ModelSpec) -> str:
         if spec.full:
             return f"full:{spec.full}"
