@@ -11,7 +11,10 @@ all see exactly the same rows and trained tokens:
   studio Nk: worker/recipe.py's own path (prepare_data, load_model, build_trainer) on a
       real job record, the studio's default settings (packing) with
       training.tokens_per_step = N x 1024: rows packed into sequences of <= 512 tokens,
-      N x 2 of them a step. 4k is the default (batch 8 x max length 512).
+      N x 2 of them a step. 4k is the default (batch 8 x max length 512);
+  LF plain / LF neat (with --llamafactory PATH/bin/python): LLaMA-Factory's CLI under that
+      venv, batch 8, padded or `neat_packing` (see run_llamafactory; the README says how to
+      build the venv). Goals against its best: studio >= 1.3x tokens/s at <= 0.6x peak RSS.
 
 Each runs in its own subprocess, so peak RSS is per configuration. Printed per config:
 non-pad tokens/s, rows/s and trained (label) tokens/s over the training steps, the padding
@@ -24,6 +27,7 @@ peak RSS.
 
     python bench/train_throughput.py [--rows 640] [--budgets 1024,2048,4096,8192]
         [--studio '{"training": {"packing": true}}'] [--interleaved ROUNDS]
+        [--llamafactory /work/lfvenv/bin/python]
 
 --interleaved times single training steps of each budget in turn in one process (no
 Trainer, no evaluation): on a shared machine, the steadier check that a bigger step is
@@ -103,7 +107,8 @@ def build_assets(workdir: Path, n_rows: int) -> tuple[Path, Path]:
 
 class CountingCollator:
     """Wraps a collator to count the rows and the computed, non-pad and trained tokens of
-    the batches. Its items are rows, or packed sequences (a row starts at each position 0)."""
+    the batches. Its items are rows, or steps of packed sequences (worker.packing.pack_steps;
+    a row starts at each position 0)."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -113,9 +118,10 @@ class CountingCollator:
     def __call__(self, features):
         batch = self.inner(features)
         if self.counting:
+            sequences = [s for f in features for s in (f if isinstance(f, list) else [f])]
             self.computed += batch["input_ids"].numel()
-            self.real += sum(len(f["input_ids"]) for f in features)
-            self.rows += sum(list(f["position_ids"]).count(0) if "position_ids" in f else 1 for f in features)
+            self.real += sum(len(s["input_ids"]) for s in sequences)
+            self.rows += sum(list(s["position_ids"]).count(0) if "position_ids" in s else 1 for s in sequences)
             self.trained += int((batch["labels"][:, 1:] != -100).sum())
         return batch
 
@@ -307,6 +313,71 @@ def run_studio(model_dir: Path, data_file: Path, out_dir: Path, overrides: dict)
     return report
 
 
+def run_llamafactory(lf_python: str, model_dir: Path, data_file: Path, out_dir: Path, neat: bool) -> dict:
+    """(c) LLaMA-Factory's CLI (`llamafactory-cli train`, through bench/llamafactory_run.py
+    under its own venv's python) on the same model folder, tokenizer, training rows and
+    settings: LoRA r=8 alpha 16 dropout 0.05 on all linear layers, batch 8, cutoff 512,
+    fp32, one epoch, the same lr, schedule, warmup and seed, no gradient checkpointing (the
+    studio's default), no evaluation. Template `alpaca`, the nearest of its built-in ones
+    to the studio's default: same headers and EOS, but a shorter preamble and the input
+    joined to the instruction by a newline instead of an `### Input:` block. neat: its
+    `packing` + `neat_packing` (rows packed into sequences of <= 512 tokens that do not
+    attend to each other); else dynamic padding. Tokens, rows and padding are counted in
+    its collator, the time from its on_train_begin to the last step (its own model load
+    and tokenizing stay out); peak RSS is its process's max RSS. Held-out loss: the bench's
+    held_out_loss on base + its saved adapter (peft), rows encoded by its own template."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    train_rows, held_rows = split([json.loads(line) for line in data_file.read_text().splitlines()])
+    data_dir = out_dir / "lf_data"
+    data_dir.mkdir()
+    (data_dir / "train.json").write_text(json.dumps(train_rows))
+    (data_dir / "dataset_info.json").write_text(json.dumps({"bench_rows": {"file_name": "train.json"}}))
+    (out_dir / "held.jsonl").write_text("".join(json.dumps(r) + "\n" for r in held_rows))
+    adapter_dir = out_dir / "lf_output"
+    config = {
+        "model_name_or_path": str(model_dir), "stage": "sft", "do_train": True,
+        "finetuning_type": "lora", "lora_rank": 8, "lora_alpha": 16, "lora_dropout": 0.05, "lora_target": "all",
+        "dataset": "bench_rows", "dataset_dir": str(data_dir), "template": "alpaca", "cutoff_len": MAX_LENGTH,
+        "packing": neat, "neat_packing": neat, "overwrite_cache": True, "dataloader_num_workers": 0,
+        "per_device_train_batch_size": BATCH, "gradient_accumulation_steps": 1, "num_train_epochs": 1.0,
+        "learning_rate": LEARNING_RATE, "lr_scheduler_type": "linear", "warmup_steps": 0.03, "seed": SEED,
+        "bf16": False, "fp16": False, "disable_gradient_checkpointing": True,
+        "output_dir": str(adapter_dir), "overwrite_output_dir": True, "save_strategy": "no",
+        "logging_steps": 10, "report_to": "none", "disable_tqdm": True, "plot_loss": False,
+    }
+    config_file = out_dir / "lf_train.yaml"  # JSON is YAML; 0.9.5's reader fails on a .json file
+    config_file.write_text(json.dumps(config, indent=1))
+    result_file = out_dir / "lf_result.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
+    cmd = [lf_python, str(Path(__file__).with_name("llamafactory_run.py")), str(config_file), str(result_file),
+           str(out_dir / "held.jsonl")]
+    with open(out_dir / "lf.log", "w") as log:
+        done = subprocess.run(cmd, env=env, cwd=out_dir, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"LLaMA-Factory failed ({done.returncode}):\n{(out_dir / 'lf.log').read_text()[-4000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # its process: our only child
+    lf = json.loads(result_file.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32), adapter_dir)
+    return {
+        "steps": lf["steps"],
+        "seconds": lf["seconds"],
+        "tokens_per_s": lf["real"] / lf["seconds"],
+        "rows_per_s": lf["rows"] / lf["seconds"],
+        "tokens_per_cpu_s": lf["real"] / lf["cpu_seconds"],
+        "trained_tokens": lf["trained"],
+        "trained_per_s": lf["trained"] / lf["seconds"],
+        "padding_share": 1 - lf["real"] / lf["computed"],
+        "peak_rss_mb": peak,
+        "peak_growth_mb": peak - lf["rss_loaded_mb"],
+        "held_out_loss": held_out_loss(model, tokenizer, lf["held_out"]),
+        "rows": lf["rows"],
+    }
+
+
 def _report(result: dict, counter: CountingCollator, rss_loaded: float, loss: float, steps: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -322,6 +393,7 @@ def _report(result: dict, counter: CountingCollator, rss_loaded: float, loss: fl
         "peak_rss_mb": peak,
         "peak_growth_mb": peak - rss_loaded,
         "held_out_loss": loss,
+        "rows": counter.rows,
     }
 
 
@@ -365,10 +437,14 @@ def interleaved_steps(model_dir: Path, data_file: Path, budgets: list[int], roun
 # --- the parent: build once, run each config in its own process, compare -----------
 
 
-def run_child(name: str, workdir: Path, overrides: dict) -> dict:
+LLAMAFACTORY = {"LF plain": "lf-plain", "LF neat": "lf-neat"}  # config name -> child
+
+
+def run_child(name: str, workdir: Path, overrides: dict, llamafactory: str | None = None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 2))}
-    child = "plain" if name == "plain" else "studio"
+    child = LLAMAFACTORY.get(name) or ("plain" if name == "plain" else "studio")
     cmd = [sys.executable, __file__, "--child", child, "--workdir", str(workdir), "--studio", json.dumps(overrides)]
+    cmd += ["--llamafactory", llamafactory] if llamafactory else []
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -388,6 +464,7 @@ ROWS = [  # label, key, format, goal
     ("  growth after load MB", "peak_growth_mb", "{:11.0f}", ""),
     ("estimated memory MB", "estimate_mb", "{:11.0f}", "studio: within 25% of peak RSS"),
     ("held-out loss", "held_out_loss", "{:11.4f}", "4k <= 1.02x plain"),
+    ("rows trained", "rows", "{:11d}", "equal (LF neat drops rows over its cutoff)"),
     ("steps", "steps", "{:11d}", ""),
     ("train seconds", "seconds", "{:11.1f}", ""),
 ]
@@ -402,7 +479,10 @@ def main() -> None:
     parser.add_argument("--studio", default="{}", help="JSON partial config laid over the studio's defaults")
     parser.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
                         help="instead: time single steps of each budget in turn, ROUNDS rounds, in one process")
-    parser.add_argument("--child", choices=["plain", "studio", "interleaved"], help=argparse.SUPPRESS)
+    parser.add_argument("--llamafactory", metavar="PATH/bin/python",
+                        help="also run LLaMA-Factory's CLI (plain and neat packing) under this venv's python")
+    parser.add_argument("--child", choices=["plain", "studio", "interleaved", "lf-plain", "lf-neat"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -414,6 +494,9 @@ def main() -> None:
         if args.child == "interleaved":
             budgets = [int(b) for b in args.budgets.split(",") if b.strip()]
             report = interleaved_steps(args.workdir / "model", args.workdir / "rows.jsonl", budgets, int(args.studio))
+        elif args.child in ("lf-plain", "lf-neat"):
+            report = run_llamafactory(args.llamafactory, args.workdir / "model", args.workdir / "rows.jsonl", out,
+                                      neat=args.child == "lf-neat")
         elif args.child == "plain":
             rows = [json.loads(line) for line in (args.workdir / "rows.jsonl").read_text().splitlines()]
             report = run_plain(args.workdir / "model", rows, out)
@@ -427,6 +510,8 @@ def main() -> None:
     configs = {"plain": {}}
     for budget in (int(b) for b in args.budgets.split(",") if b.strip()):
         configs[f"studio {budget / 1024:g}k"] = deep_merge(base, {"training": {"tokens_per_step": budget}})
+    if args.llamafactory:
+        configs.update({name: {} for name in LLAMAFACTORY})
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         model_dir, _ = build_assets(workdir, args.rows)
@@ -445,8 +530,8 @@ def main() -> None:
                 print(f"step of {int(budget):>5} tokens: {rate:7.0f} non-pad tokens/s (median of {args.interleaved}), "
                       f"{rate / first:.2f}x the first")
             return
-        results = {name: run_child(name, workdir, overrides) for name, overrides in configs.items()}
-    studio = [name for name in results if name != "plain"]
+        results = {name: run_child(name, workdir, overrides, args.llamafactory) for name, overrides in configs.items()}
+    studio = [name for name in results if name != "plain" and name not in LLAMAFACTORY]
     for name in studio:
         print(f"{name} settings: {results[name].pop('settings')}")
     print(f"{'':22}" + "".join(f"{name:>11}" for name in results) + "  goal")
@@ -459,6 +544,16 @@ def main() -> None:
               f"peak RSS {r['peak_rss_mb'] / plain['peak_rss_mb']:.2f}x, "
               f"held-out loss {r['held_out_loss'] / plain['held_out_loss']:.3f}x, "
               f"memory estimate / peak RSS {r['estimate_mb'] / r['peak_rss_mb']:.2f}x")
+    peers = [name for name in results if name in LLAMAFACTORY]
+    if peers:
+        best = max(peers, key=lambda name: results[name]["tokens_per_s"])
+        print(f"LLaMA-Factory's best here: {best}")
+        for name in studio:
+            r, b = results[name], results[best]
+            print(f"{name} / {best}: tokens/s {r['tokens_per_s'] / b['tokens_per_s']:.2f}x (goal >= 1.3x), "
+                  f"rows/s {r['rows_per_s'] / b['rows_per_s']:.2f}x, "
+                  f"peak RSS {r['peak_rss_mb'] / b['peak_rss_mb']:.2f}x (goal <= 0.6x), "
+                  f"held-out loss {r['held_out_loss'] / b['held_out_loss']:.3f}x (goal <= 1.02x)")
     first = results[studio[0]] if studio else None
     for name in studio[1:]:
         r = results[name]
