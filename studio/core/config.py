@@ -267,7 +267,7 @@ SECTIONS: dict[str, type[Section]] = {
 PRESETS: dict[str, dict[str, Any]] = {
     # The demo: LoRA on the demo base over the demo dataset (studio.core.demo), sized to
     # finish within 3 minutes on 2 CPU cores (bench/demo_job.py): 1440 steps lift held-out
-    # exact match from 0 to ~0.39 in ~150 s; its 13 evals and 7 saves cost a few percent.
+    # exact match from 0 to ~0.39 in ~160 s; its 13 evals and 7 saves cost a few percent.
     "quick try on CPU (demo)": {
         "model": {"base_model": "demo"},
         "data": {"exact_match_rows": 64},

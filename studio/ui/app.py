@@ -88,17 +88,17 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
             with gr.Row():
                 gr.Markdown(t("app.header"))
                 header = gr.HTML(elem_id="user-bar")
-            with gr.Tabs() as tabs:
+            with gr.Tabs():
                 with gr.Tab(t("tab.datasets"), id="datasets", elem_id="tab-datasets") as datasets_item:
                     data = datasets_tab.build(ctx, page)
                 with gr.Tab(t("tab.train"), id="train", elem_id="tab-train") as train_tab_item:
-                    train = train_tab.build(ctx, page, train_tab_item, tabs, data)
+                    train = train_tab.build(ctx, page, train_tab_item, data)
                 with gr.Tab(t("tab.jobs"), id=jobs_tab.TAB_ID, elem_id="tab-jobs") as jobs_item:
                     jobs = jobs_tab.build(ctx, page, train.launched, jobs_item)
                 with gr.Tab(t("tab.compare"), id="compare", elem_id="tab-compare") as compare_item:
                     compare_tab.build(ctx, page, compare_item)
                 with gr.Tab(t("tab.chat"), id=chat_tab.TAB_ID, elem_id="tab-chat") as chat_item:
-                    chat_tab.build(ctx, page, tabs, chat_item, jobs.selected, jobs.chat)
+                    chat_tab.build(ctx, page, chat_item, jobs.selected, jobs.chat)
                 with gr.Tab(t("tab.evaluate"), id=evaluate_tab.TAB_ID, elem_id="tab-evaluate") as evaluate_item:
                     evaluate_tab.build(ctx, page, evaluate_item)
                 admin_item = gr.Tab(t("tab.admin"), id="admin", elem_id="tab-admin", visible=False)
@@ -106,17 +106,12 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
             def show_user(request: gr.Request):
                 return user_bar_html(request), gr.Tab(visible=_role_of(ctx, request) == Role.admin)
 
-            def open_tab(request: gr.Request):
-                """The tab the URL names (?tab=jobs), once the Admin tab is shown or hidden
-                (showing it in the same update resets the selection)."""
-                tab = location.wanted_tab(request)
-                if not tab or (tab == "admin" and _role_of(ctx, request) != Role.admin):
-                    return gr.skip()
-                return gr.Tabs(selected=tab)
-
+            # Then the tab the URL names (?tab=jobs), in the browser: once the Admin tab is
+            # shown or hidden (showing it in the same update resets the selection), and
+            # for a user who is not an admin its button is not there to click.
             page.load(show_user, None, [header, admin_item], show_progress="hidden").then(
-                open_tab, None, tabs, show_progress="hidden"
-            ).then(None, None, None, js=location.READY_JS)
+                None, None, None, js=location.READY_JS
+            )
             # The URL follows the tab picked (a reload lands there); the Jobs tab's timers
             # stop on any other tab.
             for item, tab_id in ((datasets_item, "datasets"), (train_tab_item, "train"), (jobs_item, jobs_tab.TAB_ID),

@@ -18,6 +18,7 @@ import gradio as gr
 from studio.services import chat
 from studio.services.chat import ChatError, Sampling
 from studio.services.context import StudioContext
+from studio.ui import location
 from studio.ui.forms import bind
 from studio.ui.text import notice, t
 
@@ -82,11 +83,12 @@ def refresh_models(ctx: StudioContext, chosen: list[str] | None):
 
 
 def open_job(ctx: StudioContext, job_id: int | None):
-    """From the Jobs tab: preselect the job's base and its result; switch to Chat."""
+    """From the Jobs tab: preselect the job's base and its result (the browser switches to
+    Chat)."""
     if job_id is None:
-        return gr.Dropdown(), gr.Tabs()
+        return gr.skip()
     ids = chat.job_model_ids(ctx, int(job_id))
-    return gr.Dropdown(choices=model_choices(ctx), value=ids), gr.Tabs(selected=TAB_ID)
+    return gr.Dropdown(choices=model_choices(ctx), value=ids)
 
 
 def show_columns(models: list[str] | None):
@@ -198,7 +200,7 @@ def clear():
 # --- layout ---------------------------------------------------------------------------
 
 
-def build(ctx: StudioContext, page: gr.Blocks, tabs: gr.Tabs, tab: gr.Tab, job_selected: gr.Dropdown,
+def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, job_selected: gr.Dropdown,
           chat_button: gr.Button) -> ChatTab:
     """Render the tab; `chat_button` on the Jobs tab opens it with `job_selected`'s job."""
     gr.Markdown(t("chat.title"))
@@ -240,7 +242,8 @@ def build(ctx: StudioContext, page: gr.Blocks, tabs: gr.Tabs, tab: gr.Tab, job_s
     tab.select(bind(refresh_models, ctx), models, models, show_progress="hidden")
     reload_btn.click(bind(refresh_models, ctx), models, models, show_progress="hidden")
     models.change(show_columns, models, [*boxes, *titles], show_progress="hidden")
-    chat_button.click(bind(open_job, ctx), job_selected, [models, tabs], show_progress="hidden")
+    chat_button.click(bind(open_job, ctx), job_selected, models, show_progress="hidden")
+    chat_button.click(None, job_selected, None, js=location.open_tab_js(TAB_ID, when_input=True))
     asking = []
     for trigger in (send_btn.click, prompt.submit):
         asking.append(trigger(bind(send, ctx), [models, prompt, *sampling_in, *chatbots], outputs,

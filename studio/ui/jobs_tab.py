@@ -30,10 +30,12 @@ from studio.ui.forms import bind
 from studio.ui.text import STATUS_COLOURS, field_label, notice, section_title, t
 
 TAB_ID = "jobs"
-# Each Gradio event costs the browser far more than its payload (state cloning, a render
-# pass): at 2 s and 3 s a watched job kept Chromium at ~40% of a core (bench/dashboard.py).
-POLL_SECONDS = 4.0  # how often the dashboard re-reads the DB while its job may change (the plot: live_plot.js)
-LIST_POLL_SECONDS = 10.0  # how often the jobs table does (for jobs other sessions launch; ours show at once)
+# Each Gradio event costs the browser far more than its payload: at every loading-status
+# change Gradio looks up, for each component that was ever an event's output, its node in
+# the page's whole tree (~150 ms of Chromium's main thread per event on this page, 2 cores).
+# At 2 s and 3 s a watched job kept Chromium at ~40% of a core (bench/dashboard.py).
+POLL_SECONDS = 5.0  # how often the dashboard re-reads the DB while its job may change, and the plot asks for new points
+LIST_POLL_SECONDS = 20.0  # how often the jobs table does (for jobs other sessions launch; ours show at once)
 SETTLE_SECONDS = 10.0  # keep polling this long after a job ends: its last events may still land
 JOB_COLUMNS = ["id", "name", "base_model", "status", "progress", "created"]
 SAMPLE_COLUMNS = ["step", "prompt", "output", "reference"]
@@ -175,15 +177,21 @@ def open_from_url(ctx: StudioContext, shown: tuple | None, request: gr.Request):
 
 def show_jobs(ctx: StudioContext, selected: int | None, shown: tuple | None):
     """The jobs table and job picker, selecting `selected` (else the newest job).
-    Returns (table, picker, shown key); skips both when nothing changed."""
+    Returns (table, picker, shown key); skips each while what it shows has not changed.
+    The picker has its own key: every update of it fires selected.change, which redraws the
+    whole dashboard and plot, so a running job's step must not touch it."""
     items = jobs.list_jobs(ctx)
     ids = [j.id for j in items]
     value = selected if selected in ids else (ids[0] if ids else None)
-    key = (value, tuple((j.id, j.name, j.status.value, j.step, j.total_steps) for j in items))
-    if key == shown:
+    table_key = tuple((j.id, j.name, j.status.value, j.step, j.total_steps) for j in items)
+    picker_key = (value, tuple((j.id, j.name) for j in items))
+    old_table, old_picker = shown or (None, None)
+    if table_key == old_table and picker_key == old_picker:
         return gr.skip(), gr.skip(), gr.skip()
+    table = jobs_frame(items) if table_key != old_table else gr.skip()
     choices = [(t("jobs.choice", id=j.id, name=j.name), j.id) for j in items]
-    return jobs_frame(items), gr.Dropdown(choices=choices, value=value), key
+    picker = gr.Dropdown(choices=choices, value=value) if picker_key != old_picker else gr.skip()
+    return table, picker, (table_key, picker_key)
 
 
 def may_change(job: JobPublic) -> bool:
@@ -333,7 +341,7 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
     message = gr.HTML(elem_id="job-message")
     status = gr.HTML(t("jobs.none"), elem_id="job-status")
     figures = gr.Markdown(elem_id="job-figures")
-    plot = live_plot.build()
+    plot = live_plot.build(POLL_SECONDS)
     smooth = gr.Checkbox(label=t("jobs.smooth"), value=False, elem_id="job-smooth")
     gr.Markdown(t("jobs.samples_title"))
     samples = gr.Dataframe(

@@ -9,7 +9,7 @@
 // steps back and keeps only points newer than each trace's last.
 const labels = props.labels;
 const canvas = element.querySelector(".live-plot-canvas");
-const POLL_MS = 2000; // new points twice as often as the dashboard's status
+const POLL_MS = props.poll_ms; // with the dashboard's status (each extend redraws the axes)
 const SETTLE_MS = 10000; // events of a finished job may still land this long after it ended
 const SMOOTHING = 0.9; // studio.core.timing.SMOOTHING
 const TRACES = ["train-loss", "eval-loss", "exact-match", "smoothed-loss"];

@@ -36,8 +36,8 @@ def labels() -> dict[str, str]:
     }
 
 
-def build() -> gr.HTML:
-    """The plot's container; its script starts polling once it mounts."""
+def build(poll_seconds: float) -> gr.HTML:
+    """The plot's container; its script starts polling, every `poll_seconds`, once it mounts."""
     return gr.HTML(
         '<div class="live-plot-canvas" style="min-height:380px"></div>',
         html_template="${value}",
@@ -45,4 +45,5 @@ def build() -> gr.HTML:
         head=HEAD,
         elem_id="loss-plot",
         labels=labels(),
+        poll_ms=int(poll_seconds * 1000),
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-TABS = ("datasets", "train", "jobs", "compare", "chat", "admin")
+TABS = ("datasets", "train", "jobs", "compare", "chat", "evaluate", "admin")
 
 
 def wanted_id(request: gr.Request | None, name: str) -> int | None:
@@ -24,10 +24,41 @@ def wanted_tab(request: gr.Request | None) -> str | None:
     return "jobs" if wanted_id(request, "job") is not None else None
 
 
-# Set once the page has opened the tab its URL names: the tabs' select events fire as the
-# page mounts, and the page-load handler reads the URL (Gradio sends it as the Referer),
-# so the tab must not be written before then.
-READY_JS = "() => { window.studioUrlReady = true; return []; }"
+# Tabs are switched in the browser, by clicking the tab's button (Gradio gives it the id
+# "<tab elem_id>-button"), never by a server event with gr.Tabs as an output: once the
+# Tabs are any event's output, Gradio re-reads every component of the page at each loading
+# status change of every event after it (Blocks' update_loading_stati_state), which cost
+# a watched job's page a fifth of a core. Tab elem_ids are "tab-<id>".
+_CLICK_TAB = "(id) => { const b = document.getElementById(`tab-${id}-button`); if (b) b.click(); }"
+
+
+def open_tab_js(tab_id: str, when_input: bool = False, when_ok: bool = False) -> str:
+    """A browser function that opens the tab `tab_id`; with when_input, only when the
+    event's input is set (a picked job); with when_ok, only when its input is a message
+    that says it worked (studio.ui.text.notice "ok": a launch)."""
+    guard = "if (arguments[0] === null || arguments[0] === undefined || arguments[0] === '') return [];" if when_input else ""
+    if when_ok:
+        guard += "if (!String(arguments[0] ?? '').includes('notice-ok')) return [];"
+    return f"""function() {{
+    {guard}
+    ({_CLICK_TAB})({tab_id!r});
+    return [];
+}}"""
+
+
+# At page load, after the Admin tab was shown or hidden: open the tab the URL names (as
+# wanted_tab reads it), then mark the page ready. The tabs' select events fire as the page
+# mounts, and the page-load handlers read the URL (Gradio sends it as the Referer), so the
+# tab must not be written before then.
+READY_JS = f"""() => {{
+    const query = new URLSearchParams(window.location.search);
+    const tabs = {list(TABS)!r};
+    const job = query.get("job") || "";
+    const tab = tabs.includes(query.get("tab")) ? query.get("tab") : (/^[1-9][0-9]{{0,17}}$/.test(job) ? "jobs" : null);
+    if (tab) ({_CLICK_TAB})(tab);
+    window.studioUrlReady = true;
+    return [];
+}}"""
 
 
 def set_param_js(name: str, value: str | None = None, wait_for_ready: bool = False) -> str:

@@ -94,17 +94,17 @@ def apply_preset(form: ConfigForm, preset: str):
 
 def launch(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base_model: str, name: str, *values):
     """Create the job from the form; on success open it in the Jobs tab.
-    Returns (message, launched job id, tabs)."""
+    Returns (message, launched job id); the browser then opens the Jobs tab."""
     if dataset_id is None:
-        return notice("error", t("train.no_dataset")), gr.skip(), gr.skip()
+        return notice("error", t("train.no_dataset")), gr.skip()
     try:
         # preset "": the form already shows the preset's values, and the user's edits win
         job = jobs.create_job(ctx, dataset_id, base_model or "", form.partial(values), preset="", name=name or "")
     except (ConfigError, DatasetError) as exc:
-        return notice("error", t("train.refused"), map(explain_error, exc.errors)), gr.skip(), gr.skip()
+        return notice("error", t("train.refused"), map(explain_error, exc.errors)), gr.skip()
     except NotFound as exc:
-        return notice("error", t("train.refused"), [str(exc)]), gr.skip(), gr.skip()
-    return notice("ok", t("train.launched", id=job.id)), job.id, gr.Tabs(selected=JOBS_TAB_ID)
+        return notice("error", t("train.refused"), [str(exc)]), gr.skip()
+    return notice("ok", t("train.launched", id=job.id)), job.id
 
 
 def show_plan(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base_model: str, *values):
@@ -130,7 +130,8 @@ def show_plan(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base
         lines.append(t("train.plan_time_none"))
     else:
         detail = (
-            t("train.plan_time_measured", runs=estimate.detail) if estimate.basis == "measured" else t("train.plan_time_rough")
+            t("train.plan_time_measured", runs=estimate.detail) if estimate.basis == "measured"
+            else t("train.plan_time_calibrated") if estimate.detail == "calibrated" else t("train.plan_time_rough")
         )
         lines.append(t("train.plan_time", low=format_duration(estimate.low), high=format_duration(estimate.high), detail=detail))
     lines.append(t("train.plan_runs_on", where=preview.runs_on))
@@ -141,8 +142,8 @@ def show_plan(ctx: StudioContext, form: ConfigForm, dataset_id: int | None, base
 # --- layout ---------------------------------------------------------------------------
 
 
-def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, tabs: gr.Tabs, data: DatasetsTab) -> TrainTab:
-    """Render the tab inside `tab`; launching switches `tabs` to the Jobs tab."""
+def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, data: DatasetsTab) -> TrainTab:
+    """Render the tab inside `tab`; launching opens the Jobs tab."""
     launched = gr.State(None)
     with gr.Row():
         dataset = gr.Dropdown(label=t("train.dataset"), info=t("train.dataset_info"), elem_id="train-dataset")
@@ -193,9 +194,9 @@ def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, tabs: gr.Tabs, data:
     # preprocess=False: out-of-range numbers reach build_config, which names every bad
     # field at once, instead of Gradio stopping at the first with an unnamed toast.
     launch_btn.click(
-        bind(launch, ctx, form), [dataset, base_model, name, *form.components], [message, launched, tabs],
+        bind(launch, ctx, form), [dataset, base_model, name, *form.components], [message, launched],
         preprocess=False,
-    )
+    ).then(None, message, None, js=location.open_tab_js(JOBS_TAB_ID, when_ok=True))  # (a State never reaches the browser)
     gr.on(
         # tab.select: runs that finished since change the time estimate
         [tab.select, dataset.change, base_model.change, *(c.change for c in form.components)],

@@ -84,9 +84,10 @@ def test_guided_train_watch_reload_settings_and_compare(
     seen = set()  # (status, phase) pairs the badge showed
 
     def look() -> str | None:
-        badge = page.locator("#job-status [data-status]")
-        status = badge.get_attribute("data-status")
-        seen.add((status, badge.get_attribute("data-phase")))
+        # one read of both attributes: two reads could straddle a redraw of the badge
+        status, phase = page.locator("#job-status [data-status]").evaluate(
+            "b => [b.dataset.status, b.dataset.phase]")
+        seen.add((status, phase))
         return status
 
     def done() -> bool:

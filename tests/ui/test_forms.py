@@ -130,7 +130,7 @@ def test_launch_handler_shows_config_errors_and_stores_nothing(ctx, alpaca_file)
         form = render_form(JobConfig())
     values = form.values(JobConfig())
     values[[s.path for s in form.specs].index("training.learning_rate")] = 5.0
-    message, launched, tabs = launch(ctx, form, dataset.id, "demo", "", *values)
+    message, launched = launch(ctx, form, dataset.id, "demo", "", *values)
     assert "Learning rate (training.learning_rate): Input should be less than or equal to 1" in message
     assert "not started" in message
     assert jobs.list_jobs(ctx) == []

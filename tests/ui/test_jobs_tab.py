@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 
+import gradio as gr
+
 from studio import workers
 from studio.core.estimate import GIB, Device
+from studio.leases import JOBS
 from studio.models import CheckpointPublic, JobPublic, JobStatus, MetricPublic, utcnow
 from studio.services import datasets, jobs
-from studio.ui.jobs_tab import figures_markdown, show_status, status_html
+from studio.ui.jobs_tab import figures_markdown, show_jobs, show_status, status_html
 
 NOW = datetime.now(timezone.utc)
 
@@ -54,3 +57,22 @@ def test_a_queued_job_says_when_no_worker_is_running(ctx):
     assert "no worker is running to take it" in show_status(ctx, job.id)[0]
     workers.register(ctx.engine, "trainer@box", Device(False, "CPU", 8 * GIB, False, False), utcnow())
     assert "no worker" not in show_status(ctx, job.id)[0]
+
+
+def test_the_job_picker_is_not_sent_again_while_only_a_job_moves(ctx):
+    # Every update of the picker fires its change event (the whole dashboard, the settings
+    # table, the Export panel and a full plot redraw), so a step must refresh only the table.
+    dataset_id = datasets.create_dataset(ctx, "t.jsonl", b'{"instruction": "a", "output": "b"}\n' * 4)[0].id
+    job = jobs.create_job(ctx, dataset_id, "demo")
+    table, picker, key = show_jobs(ctx, None, None)
+    assert picker.value == job.id and not isinstance(table, dict)
+    assert show_jobs(ctx, job.id, key) == (gr.skip(), gr.skip(), gr.skip())
+
+    assert JOBS.claim(ctx.engine, job.id, "test-owner", 60) is not None
+    JOBS.update_ours(ctx.engine, job.id, "test-owner", step=5, total_steps=100)
+    table, picker, key = show_jobs(ctx, job.id, key)
+    assert "5 / 100" in table.to_string() and picker == gr.skip()
+
+    other = jobs.create_job(ctx, dataset_id, "demo")  # a new job: the picker lists it
+    table, picker, key = show_jobs(ctx, job.id, key)
+    assert picker.value == job.id and [c[1] for c in picker.choices] == [other.id, job.id]
