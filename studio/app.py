@@ -34,6 +34,7 @@ def _reaper_loop(ctx: StudioContext, stop: threading.Event) -> None:
             reap(ctx)
             export_service.reap(ctx)
             eval_service.reap(ctx)
+            eval_service.auto_evaluate(ctx)
         except Exception:
             log.exception("reaper pass failed")
 

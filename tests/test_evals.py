@@ -121,6 +121,48 @@ def test_a_run_on_a_dataset_records_which_version_it_read(ctx, alpaca_file):
     assert (run.dataset_id, run.dataset_version_id, run.row_count) == (dataset.id, dataset.version_id, 3)
 
 
+@pytest.mark.db
+def test_a_job_that_asked_for_it_is_evaluated_once_when_it_succeeds(ctx, alpaca_file):
+    """training.evaluate_when_done: the reaper's pass starts one evaluation of the final
+    result against the base, on the job's held-out rows; a second pass (or a second studio)
+    starts none; a job whose final result has not arrived yet waits; one that cannot be
+    evaluated says why in its log, once."""
+    from studio.core.paths import JobPaths
+    from studio.db import session_scope
+    from studio.models import Checkpoint, Job, JobStatus, utcnow
+    from studio.services import datasets, evals, jobs
+
+    dataset = datasets.create_dataset(ctx, alpaca_file.name, alpaca_file.read_bytes())[0]
+    asked = {"training": {"evaluate_when_done": True, "max_new_tokens": 9}}
+    wanted = jobs.create_job(ctx, dataset.id, "demo", asked)
+    plain = jobs.create_job(ctx, dataset.id, "demo")
+    nothing_held_out = jobs.create_job(ctx, dataset.id, "demo", {**asked, "data": {"validation_fraction": 0}})
+    waiting = jobs.create_job(ctx, dataset.id, "demo", asked)
+
+    def succeed(job_id: int, final: bool = True) -> None:
+        with session_scope(ctx.engine) as session:
+            job = session.get(Job, job_id)
+            job.status, job.finished_at = JobStatus.succeeded, utcnow()
+            if final:
+                folder = JobPaths(ctx.settings.artifacts_root, job_id).final
+                folder.mkdir(parents=True)
+                session.add(Checkpoint(job_id=job_id, step=12, path=f"jobs/{job_id}/final", final=True))
+
+    for job in (wanted, plain, nothing_held_out):
+        succeed(job.id)
+    succeed(waiting.id, final=False)
+    (run_id,) = evals.auto_evaluate(ctx)
+    run = evals.get_eval(ctx, run_id)
+    assert run.models == ["demo", f"job-{wanted.id}"] and run.split == "validation" and run.status == "queued"
+    assert run.dataset_id == dataset.id and run.sampling["max_tokens"] == 9
+    assert run.created_by == f"automatic, when job {wanted.id} succeeded"
+    assert jobs.job_logs(ctx, wanted.id)[-1].endswith(f"evaluation run {run_id} (Evaluate tab)")
+    assert "did not start" in jobs.job_logs(ctx, nothing_held_out.id)[-1]
+    assert jobs.job_logs(ctx, plain.id) == [] and jobs.job_logs(ctx, waiting.id) == []
+    assert evals.auto_evaluate(ctx) == [] and len(evals.list_evals(ctx)) == 1
+    assert len(jobs.job_logs(ctx, nothing_held_out.id)) == 1
+
+
 # --- a real worker, a real server ------------------------------------------------------------
 
 
@@ -193,6 +235,26 @@ def test_base_checkpoint_and_result_are_evaluated_by_a_worker(studio, tiny_model
     listed = client.get("/api/evals").json()
     assert listed[0]["id"] == eval_id
     assert client.post(f"/api/evals/{eval_id}/cancel").status_code == 409
+
+
+@pytest.mark.slow
+def test_a_job_with_evaluate_when_done_gets_its_evaluation_from_the_studio_and_a_worker(studio, tiny_model_dir):
+    client, _settings, dataset_id, _job_id, processes = studio
+    config = {**QUICK, "training": {**QUICK["training"], "evaluate_when_done": True, "max_new_tokens": 6}}
+    job = client.post("/api/jobs", json={"dataset_id": dataset_id, "base_model": str(tiny_model_dir), "config": config})
+    assert job.status_code == 201, job.text
+    job_id = job.json()["id"]
+    assert wait_finished(client, f"/api/jobs/{job_id}", processes, 300)["status"] == "succeeded"
+
+    def started():  # by the studio's reaper pass, a quarter of a lease after the job ended
+        return next((r for r in client.get("/api/evals").json() if r["created_by"].endswith(f"job {job_id} succeeded")), None)
+
+    run = wait_until(started, 60, interval=0.5, what="the automatic evaluation to start")
+    state = wait_finished(client, f"/api/evals/{run['id']}", processes, 300)
+    assert state["status"] == "succeeded", state["error"]
+    assert [r["model"] for r in state["results"]] == [str(tiny_model_dir), f"job-{job_id}"]
+    assert all(r["metrics"]["perplexity"] > 1 for r in state["results"])
+    assert any(f"evaluation run {run['id']}" in line for line in client.get(f"/api/jobs/{job_id}/logs").json())
 
 
 @pytest.mark.slow

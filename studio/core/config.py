@@ -218,6 +218,11 @@ class TrainingSection(Section):
     max_new_tokens: int = Field(
         default=64, ge=1, le=4096, description="Longest probe generation, in tokens."
     )
+    evaluate_when_done: bool = Field(
+        default=False,
+        description="When the job succeeds, evaluate its final result against the base model on its "
+        "held-out rows (answers as long as the probes'); the results are in the Evaluate tab.",
+    )
 
     @model_validator(mode="after")
     def _step_budget_fits(self) -> "TrainingSection":

@@ -14,7 +14,10 @@ import random
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from datetime import timedelta
+
 from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from studio.core.config import ConfigError, DataSection, JobConfig, TrainingSection
@@ -23,7 +26,9 @@ from studio.core.model_ids import parse_model_id
 from studio.core.templates import conversation, reference_text
 from studio.db import session_scope
 from studio.leases import EVALS, REQUEUED_STAGE
-from studio.models import EvalPublic, EvalResult, EvalRow, EvalRowPublic, EvalRun, Job, JobStatus, utcnow
+from studio.models import (
+    Checkpoint, DatasetVersion, EvalPublic, EvalResult, EvalRow, EvalRowPublic, EvalRun, Job, JobLog, JobStatus, utcnow,
+)
 from studio.services import chat as chat_service
 from studio.services.context import NotFound, StudioContext
 from studio.services.datasets import load_version
@@ -281,6 +286,70 @@ def reap(ctx: StudioContext) -> None:
     for eval_id in requeued:
         log.warning("eval %s: worker lease expired, requeued", eval_id)
         enqueue_eval(ctx.celery, eval_id)
+
+
+# --- evaluating a job when it succeeds (training.evaluate_when_done) -------------------
+
+AUTO_LOG_KEY = "auto-eval"  # the job's log line that says what became of it: at most one per job
+AUTO_CREATOR = "automatic, when job {id} succeeded"
+AUTO_WAIT = timedelta(minutes=10)  # for the final result's event to arrive (over the event bus, after the status)
+
+
+def auto_evaluate(ctx: StudioContext) -> list[int]:
+    """Start the evaluation of each recently succeeded job that asked for one (the
+    reaper's loop calls this): its final result against its base, on its held-out rows.
+    What became of it goes into the job's log once, keyed, so two studios or a restart
+    never start it twice. Returns the evaluation runs started."""
+    now = utcnow()
+    with session_scope(ctx.engine) as session:
+        recent = session.exec(
+            select(Job.id, Job.config_json, Job.finished_at, Job.base_model, DatasetVersion.dataset_id)
+            .join(DatasetVersion, DatasetVersion.id == Job.dataset_version_id)
+            .where(Job.status == JobStatus.succeeded, Job.finished_at >= now - AUTO_WAIT - timedelta(hours=1))
+        ).all()
+        handled = set(session.exec(
+            select(JobLog.job_id).where(JobLog.key == AUTO_LOG_KEY, JobLog.job_id.in_([r[0] for r in recent]))
+        ).all()) if recent else set()
+        finals = set(session.exec(
+            select(Checkpoint.job_id).where(Checkpoint.final, Checkpoint.job_id.in_([r[0] for r in recent]))
+        ).all()) if recent else set()
+    started = []
+    for job_id, config_json, finished_at, base_model, dataset_id in recent:
+        config = JobConfig.model_validate_json(config_json)
+        if job_id in handled or not config.training.evaluate_when_done:
+            continue
+        finished = finished_at if finished_at.tzinfo else finished_at.replace(tzinfo=now.tzinfo)
+        if job_id not in finals and now - finished < AUTO_WAIT:
+            continue  # the final result's event is still on its way
+        request = EvalRequest(models=[base_model, f"job-{job_id}"], dataset_id=dataset_id, split="validation",
+                              sampling=EvalSampling(max_tokens=config.training.max_new_tokens))
+        if not _note_once(ctx, job_id, "starting the evaluation of the final result"):
+            continue  # another studio took it
+        try:
+            run = create_eval(ctx, request, user=AUTO_CREATOR.format(id=job_id))
+        except (ConfigError, EvalRefused) as exc:
+            problems = "; ".join(getattr(exc, "errors", None) or [str(exc)])
+            _update_note(ctx, job_id, f"the evaluation of the final result did not start: {problems}", "warning")
+            continue
+        _update_note(ctx, job_id, f"evaluating the final result against the base model: evaluation run {run.id} "
+                                  "(Evaluate tab)")
+        started.append(run.id)
+    return started
+
+
+def _note_once(ctx: StudioContext, job_id: int, message: str) -> bool:
+    try:
+        with session_scope(ctx.engine) as session:
+            session.add(JobLog(job_id=job_id, key=AUTO_LOG_KEY, message=message))
+        return True
+    except IntegrityError:
+        return False
+
+
+def _update_note(ctx: StudioContext, job_id: int, message: str, level: str = "info") -> None:
+    with session_scope(ctx.engine) as session:
+        session.execute(update(JobLog).where(JobLog.job_id == job_id, JobLog.key == AUTO_LOG_KEY)
+                        .values(message=message, level=level))
 
 
 # --- views for the Evaluate tab -------------------------------------------------------
