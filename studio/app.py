@@ -83,10 +83,12 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
         use_own_gradio_folder(settings)
         import gradio as gr
 
+        from studio.ui import dashboard_api
         from studio.ui.app import CSS, build_rater_rules, build_ui
         from studio.ui.page_script import PageScript
         from studio.ui.rater_app import build_rater_ui
 
+        app.include_router(dashboard_api.router)  # before the UI's mount at /, which takes every path
         # Gradio refuses bigger uploads before they reach the disk; the service checks again.
         limit = int(settings.max_upload_mb * 1e6)
         mount = dict(max_file_size=limit, auth_dependency=_user_name, run_history=False, footer_links=[], css=CSS)

@@ -18,7 +18,7 @@ from studio.access import Role
 from studio.gate import UiRules
 from studio.services import accounts
 from studio.services.context import StudioContext
-from studio.ui import admin_tab, chat_tab, compare_tab, datasets_tab, evaluate_tab, jobs_tab, location, train_tab
+from studio.ui import admin_tab, chat_tab, compare_tab, dashboard_js, datasets_tab, evaluate_tab, jobs_tab, location, train_tab
 from studio.ui.text import t
 
 TRAINERS = frozenset({Role.trainer, Role.admin})
@@ -73,8 +73,9 @@ def _role_of(ctx: StudioContext, request: gr.Request) -> Role:
 CSS = """
 .studio-banner { background: #fef3c7; color: #78350f; padding: .5rem .8rem; border-radius: 6px; font-size: .9rem; }
 .studio-userbar { display: flex; gap: .8rem; align-items: center; justify-content: flex-end; font-size: .9rem; }
+.studio-hidden { display: none !important; }
 .studio-userbar button { border: 1px solid #ccc; border-radius: 6px; padding: .2rem .7rem; background: white; cursor: pointer; }
-"""
+""" + dashboard_js.CSS
 
 
 def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
@@ -98,7 +99,7 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
                 with gr.Tab(t("tab.compare"), id="compare", elem_id="tab-compare") as compare_item:
                     compare_tab.build(ctx, page, compare_item)
                 with gr.Tab(t("tab.chat"), id=chat_tab.TAB_ID, elem_id="tab-chat") as chat_item:
-                    chat_tab.build(ctx, page, chat_item, jobs.selected, jobs.chat)
+                    chat_tab.build(ctx, page, chat_item, jobs.selected, jobs.picker, jobs.chat)
                 with gr.Tab(t("tab.evaluate"), id=evaluate_tab.TAB_ID, elem_id="tab-evaluate") as evaluate_item:
                     evaluate_tab.build(ctx, page, evaluate_item)
                 admin_item = gr.Tab(t("tab.admin"), id="admin", elem_id="tab-admin", visible=False)
@@ -119,7 +120,7 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
                                  (evaluate_item, evaluate_tab.TAB_ID), (admin_item, "admin")):
                 item.select(None, None, None, js=location.set_param_js("tab", tab_id, wait_for_ready=True))
                 if item is not jobs_item:
-                    item.select(jobs_tab.hidden_tab, None, [jobs.visible, *jobs.timers], show_progress="hidden")
+                    item.select(jobs_tab.hidden_tab, None, list(jobs.timers), show_progress="hidden")
         with admin_item:
             with _events_of(page, rules, ADMINS):
                 admin_tab.build(ctx, admin_item)

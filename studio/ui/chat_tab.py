@@ -200,9 +200,10 @@ def clear():
 # --- layout ---------------------------------------------------------------------------
 
 
-def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, job_selected: gr.Dropdown,
+def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, job_selected: gr.State, job_picker: gr.Dropdown,
           chat_button: gr.Button) -> ChatTab:
-    """Render the tab; `chat_button` on the Jobs tab opens it with `job_selected`'s job."""
+    """Render the tab; `chat_button` on the Jobs tab opens it with `job_selected`'s job
+    (`job_picker` holds the same job in the browser)."""
     gr.Markdown(t("chat.title"))
     with gr.Row():
         models = gr.Dropdown(label=t("chat.models"), info=t("chat.models_info"), multiselect=True,
@@ -243,7 +244,7 @@ def build(ctx: StudioContext, page: gr.Blocks, tab: gr.Tab, job_selected: gr.Dro
     reload_btn.click(bind(refresh_models, ctx), models, models, show_progress="hidden")
     models.change(show_columns, models, [*boxes, *titles], show_progress="hidden")
     chat_button.click(bind(open_job, ctx), job_selected, models, show_progress="hidden")
-    chat_button.click(None, job_selected, None, js=location.open_tab_js(TAB_ID, when_input=True))
+    chat_button.click(None, job_picker, None, js=location.open_tab_js(TAB_ID, when_input=True))
     asking = []
     for trigger in (send_btn.click, prompt.submit):
         asking.append(trigger(bind(send, ctx), [models, prompt, *sampling_in, *chatbots], outputs,

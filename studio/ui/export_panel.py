@@ -171,9 +171,10 @@ def delete(ctx: StudioContext, export_id: int | None):
 # --- layout ---------------------------------------------------------------------------
 
 
-def build(ctx: StudioContext, selected: gr.Dropdown, status: gr.HTML) -> ExportPanel:
-    """Render the panel for the job picked in `selected`; `status` changes when another job
-    is picked or the job moved on: new checkpoints, or its final result."""
+def build(ctx: StudioContext, selected: gr.State, status: gr.State) -> ExportPanel:
+    """Render the panel for the job in `selected` (the job the dashboard shows); `status`
+    changes when another job is picked or the job moved on: new checkpoints, or its final
+    result."""
     shown, changed, sources_shown = gr.State(None), gr.State(None), gr.State(None)
     timer = gr.Timer(POLL_SECONDS, active=False)
     with gr.Accordion(t("export.title"), open=True, elem_id="export-panel"):
@@ -198,7 +199,7 @@ def build(ctx: StudioContext, selected: gr.Dropdown, status: gr.HTML) -> ExportP
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
     outputs = [listing, doomed, shown, timer]
     # `status` changes with the job picked too. Not also on selected.change: with both, each
-    # reply made Gradio fire selected.change again, a loop that kept a core busy on any tab.
+    # reply made Gradio fire selected.change again (when it was the job picker), a loop.
     gr.on([status.change], bind(show_sources, ctx), [selected, source, sources_shown], [source, start, sources_shown], **quiet)
     gr.on([selected.change, timer.tick, changed.change], bind(show_exports, ctx), [selected, shown], outputs, **quiet)
     kind.change(show_quantization, kind, quantization, show_progress="hidden")

@@ -1,16 +1,17 @@
 """Jobs tab: the jobs table and the dashboard of one job (status, live loss plot, sample
 generations, log), with Cancel and Clone.
 
-Everything shown is read from the DB through the jobs service, on a timer: the browser
-holds nothing a job depends on, so a reload or a closed tab never touches a running job.
-All panels refresh in one event per tick (show_dashboard), each sending nothing when what
-it shows has not changed, so the tables keep their scroll. The loss plot draws itself in
-the browser from the metrics route, only new points, only while on screen (live_plot.js).
-Nothing polls while another tab is open.
+Everything shown is read from the DB: the browser holds nothing a job depends on, so a
+reload or a closed tab never touches a running job. While a job is watched the dashboard
+draws itself in the browser (dashboard.js, live_plot.js) from the REST API, only what
+changed, only while on screen: no Gradio event runs per tick. Gradio events run when the
+job is picked and when its status or checkpoints move (the buttons, the Export panel and
+the list follow), and on the jobs list's slow timer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -25,7 +26,7 @@ from studio.core.timing import format_duration
 from studio.models import CheckpointPublic, JobPublic, JobStatus, MetricPublic, SamplePublic
 from studio.services import jobs
 from studio.services.context import NotFound, StudioContext
-from studio.ui import export_panel, live_plot, location
+from studio.ui import dashboard_js, export_panel, live_plot, location
 from studio.ui.forms import bind
 from studio.ui.text import STATUS_COLOURS, field_label, notice, section_title, t
 
@@ -33,22 +34,25 @@ TAB_ID = "jobs"
 # Each Gradio event costs the browser far more than its payload: at every loading-status
 # change Gradio looks up, for each component that was ever an event's output, its node in
 # the page's whole tree (~150 ms of Chromium's main thread per event on this page, 2 cores).
-# At 2 s and 3 s a watched job kept Chromium at ~40% of a core (bench/dashboard.py).
-POLL_SECONDS = 5.0  # how often the dashboard re-reads the DB while its job may change, and the plot asks for new points
+# So the watched dashboard asks the REST API instead (dashboard_view), every POLL_SECONDS.
+POLL_SECONDS = 5.0  # how often a watched job's dashboard and plot ask for what changed
 LIST_POLL_SECONDS = 20.0  # how often the jobs table does (for jobs other sessions launch; ours show at once)
-SETTLE_SECONDS = 10.0  # keep polling this long after a job ends: its last events may still land
+SETTLE_SECONDS = 10.0  # keep asking this long after a job ends: its last events may still land
 JOB_COLUMNS = ["id", "name", "base_model", "status", "progress", "created"]
 SAMPLE_COLUMNS = ["step", "prompt", "output", "reference"]
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
 _INSTRUCTION = re.compile(r"### Instruction:\n(.*?)\n\n### (?:Input:\n(.*?)\n\n### )?Response:", re.S)
 
 
 @dataclass(frozen=True)
 class JobsTab:
-    """Handles: `selected` is the job shown on the dashboard; `timers` poll only while the
-    tab is on screen (the app stops them when another tab is picked)."""
+    """Handles: `selected` is the job shown on the dashboard (for server events), `picker`
+    the dropdown that holds the same job (for browser ones: a gr.State's value stays on the
+    server); `timers` poll only while the tab is on screen (the app stops them when another
+    tab is picked)."""
 
-    selected: gr.Dropdown
-    visible: gr.State
+    selected: gr.State
+    picker: gr.Dropdown
     timers: tuple[gr.Timer, ...]
     chat: gr.Button  # opens the Chat tab with the selected job (wired by the Chat tab)
 
@@ -157,11 +161,78 @@ def short_prompt(prompt: str) -> str:
     return f"{instruction}\n{context}" if context else instruction
 
 
-def samples_frame(samples: list[SamplePublic]) -> pd.DataFrame:
-    """Newest step first, probes in order."""
+def samples_html(samples: list[SamplePublic]) -> str:
+    """A table of the sample generations, newest step first, probes in order."""
     ordered = sorted(samples, key=lambda s: (-s.step, s.probe_index))
-    rows = [[s.step, short_prompt(s.prompt), s.output, s.reference or ""] for s in ordered]
-    return pd.DataFrame(rows, columns=[t(f"jobs.col.{c}") for c in SAMPLE_COLUMNS])
+    if not ordered:
+        return f"<p class='job-samples-empty'>{html.escape(t('jobs.samples_none'))}</p>"
+    head = "".join(f"<th>{html.escape(t(f'jobs.col.{c}'))}</th>" for c in SAMPLE_COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (s.step, short_prompt(s.prompt), s.output, s.reference or ""))
+        + "</tr>"
+        for s in ordered
+    )
+    # aria-rowcount: what a screen reader (and the browser tests) read as the row count
+    return (f"<table class='job-samples-table' aria-rowcount='{len(ordered) + 1}'>"
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def markdown_html(text: str) -> str:
+    """The figures' markdown (paragraphs and **bold**, nothing else) as escaped HTML."""
+    paragraphs = (_BOLD.sub(r"<strong>\1</strong>", html.escape(p)) for p in text.split("\n\n") if p)
+    return "".join(f"<p>{p}</p>" for p in paragraphs)
+
+
+def _key(value) -> str:
+    return hashlib.blake2b(repr(value).encode(), digest_size=8).hexdigest()
+
+
+PANELS = ("status", "figures", "samples", "logs")
+
+
+def _job_with_status(ctx: StudioContext, job_id: int) -> tuple[JobPublic, str]:
+    """The job and its status HTML (raises NotFound)."""
+    # progress first: a job that ends between the two reads shows as ended, not as running
+    # with no phase
+    progress = jobs.job_progress(ctx, job_id)
+    job = jobs.get_job(ctx, job_id)
+    if progress is None and job.status == JobStatus.running:  # it started between the reads
+        progress = jobs.job_progress(ctx, job_id)
+    live = job.status != JobStatus.queued or any(w.alive for w in jobs.list_workers(ctx))
+    return job, status_html(job, live, progress)
+
+
+def moved_key(job: JobPublic, saved: list[CheckpointPublic]) -> tuple:
+    """Changes only when the job's status, its cancel flag or its checkpoints do: what the
+    buttons, the Export panel and the jobs list follow."""
+    return job.id, job.status.value, job.cancel_requested, tuple((c.step, c.on_disk) for c in saved)
+
+
+def dashboard_view(ctx: StudioContext, job_id: int, have: dict[str, str]) -> dict:
+    """What the browser's dashboard (dashboard.js) shows of a job. `parts` holds each
+    panel's HTML (the log's text), or None where `have` already holds that panel's key;
+    `keys` the panels' keys; `moved` a key of moved_key; `may_change` whether to keep
+    asking. Raises NotFound."""
+    job, status = _job_with_status(ctx, job_id)
+    saved = jobs.job_checkpoints(ctx, job_id)
+    points = jobs.latest_metrics(ctx, job_id)
+    samples = jobs.job_samples(ctx, job_id)
+    lines = jobs.job_logs(ctx, job_id)
+    sources = {
+        "status": (status, lambda: status),
+        "figures": ((tuple((p.split, p.step) for p in points), tuple((c.step, c.on_disk) for c in saved)),
+                    lambda: markdown_html(figures_markdown(points, saved))),
+        "samples": ((len(samples), samples[-1].step if samples else None), lambda: samples_html(samples)),
+        "logs": ((len(lines), lines[-1] if lines else ""), lambda: "\n".join(lines)),
+    }
+    keys = {name: _key(basis) for name, (basis, _) in sources.items()}
+    return {
+        "job_id": job.id,
+        "parts": {name: None if have.get(name) == keys[name] else render() for name, (_, render) in sources.items()},
+        "keys": keys,
+        "moved": _key(moved_key(job, saved)),
+        "may_change": may_change(job),
+    }
 
 
 # --- handlers -------------------------------------------------------------------------
@@ -169,29 +240,32 @@ def samples_frame(samples: list[SamplePublic]) -> pd.DataFrame:
 
 def open_from_url(ctx: StudioContext, shown: tuple | None, request: gr.Request):
     """At page load: the jobs table with the job named in the URL (?job=3) selected, and
-    the timers on only when the page opens on this tab.
-    Returns (table, picker, shown key, visible, list timer)."""
+    the list's timer on only when the page opens on this tab.
+    Returns (table, picker, shown key, job shown, list timer)."""
     on_screen = location.wanted_tab(request) == TAB_ID
-    return *show_jobs(ctx, location.wanted_id(request, "job"), shown), on_screen, gr.Timer(active=on_screen)
+    return *show_jobs(ctx, location.wanted_id(request, "job"), shown, None), gr.Timer(active=on_screen)
 
 
-def show_jobs(ctx: StudioContext, selected: int | None, shown: tuple | None):
-    """The jobs table and job picker, selecting `selected` (else the newest job).
-    Returns (table, picker, shown key); skips each while what it shows has not changed.
-    The picker has its own key: every update of it fires selected.change, which redraws the
-    whole dashboard and plot, so a running job's step must not touch it."""
+def show_jobs(ctx: StudioContext, selected: int | None, shown: tuple | None, job_shown: int | None = None):
+    """The jobs table and job picker, selecting `selected` (else the newest job), and the
+    job the dashboard shows when that changed.
+    Returns (table, picker, shown key, job); skips each while what it shows has not changed.
+    The picker has its own key: a running job's step must not touch it. The dashboard
+    follows `job` (a gr.State), not the picker's change event: Gradio's dropdown fires
+    that again on replies of other events, a loop (issue 10)."""
     items = jobs.list_jobs(ctx)
     ids = [j.id for j in items]
     value = selected if selected in ids else (ids[0] if ids else None)
+    job = gr.skip() if value == job_shown else value
     table_key = tuple((j.id, j.name, j.status.value, j.step, j.total_steps) for j in items)
     picker_key = (value, tuple((j.id, j.name) for j in items))
     old_table, old_picker = shown or (None, None)
     if table_key == old_table and picker_key == old_picker:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), job
     table = jobs_frame(items) if table_key != old_table else gr.skip()
     choices = [(t("jobs.choice", id=j.id, name=j.name), j.id) for j in items]
     picker = gr.Dropdown(choices=choices, value=value) if picker_key != old_picker else gr.skip()
-    return table, picker, (table_key, picker_key)
+    return table, picker, (table_key, picker_key), job
 
 
 def may_change(job: JobPublic) -> bool:
@@ -202,55 +276,22 @@ def may_change(job: JobPublic) -> bool:
     return (datetime.now(timezone.utc) - finished).total_seconds() < SETTLE_SECONDS
 
 
-def show_status(ctx: StudioContext, job_id: int | None, visible: bool = True):
-    """Status, progress and error; Cancel only while the job can still be stopped; the
-    dashboard timer runs only while the job may still change and the tab is on screen.
-    Returns (status, cancel button, clone button, timer)."""
-    idle = gr.Button(interactive=False), gr.Button(interactive=False), gr.Timer(active=False)
-    if job_id is None:
-        return t("jobs.none"), *idle
+def show_controls(ctx: StudioContext, job_id: int | None, moved: tuple | None):
+    """Cancel only while the job can still be stopped, Clone for any job, and `moved`
+    (skipped while the same): when the job is picked, and when the browser's dashboard saw
+    it move. Returns (cancel button, clone button, moved)."""
     try:
-        # progress first: a job that ends between the two reads shows as ended, not as
-        # running with no phase
-        progress = jobs.job_progress(ctx, job_id)
-        job = jobs.get_job(ctx, job_id)
-        if progress is None and job.status == JobStatus.running:  # it started between the reads
-            progress = jobs.job_progress(ctx, job_id)
-    except NotFound as exc:
-        return html.escape(str(exc)), *idle
-    stoppable = not job.status.finished and not job.cancel_requested
-    live = job.status != JobStatus.queued or any(w.alive for w in jobs.list_workers(ctx))
-    return (
-        status_html(job, live, progress), gr.Button(interactive=stoppable), gr.Button(interactive=True),
-        gr.Timer(active=bool(visible) and may_change(job)),
-    )
-
-
-def show_figures(ctx: StudioContext, job_id: int | None, shown: tuple | None):
-    """The newest figures and the checkpoints; skipped while nothing new arrived. (The
-    plot draws itself in the browser: studio/ui/live_plot.js.)"""
-    try:
-        points = jobs.latest_metrics(ctx, job_id) if job_id is not None else []
-        saved = jobs.job_checkpoints(ctx, job_id) if job_id is not None else []
+        job = jobs.get_job(ctx, job_id) if job_id is not None else None
+        saved = jobs.job_checkpoints(ctx, job_id) if job is not None else []
     except NotFound:
-        points, saved = [], []
-    key = (job_id, tuple((p.split, p.step) for p in points), tuple((c.step, c.on_disk) for c in saved))
-    if key == shown:
-        return gr.skip(), gr.skip()
-    return figures_markdown(points, saved), key
-
-
-def show_samples(ctx: StudioContext, job_id: int | None, shown: tuple | None):
-    samples = jobs.job_samples(ctx, job_id) if job_id is not None else []
-    key = (job_id, len(samples))
-    if key == shown:
-        return gr.skip(), gr.skip()
-    return samples_frame(samples), key
-
-
-def show_logs(ctx: StudioContext, job_id: int | None, shown: str | None):
-    text = "\n".join(jobs.job_logs(ctx, job_id)) if job_id is not None else ""
-    return gr.skip() if text == (shown or "") else text
+        job, saved = None, []
+    if job is None:
+        now = None
+        buttons = gr.Button(interactive=False), gr.Button(interactive=False)
+    else:
+        now = moved_key(job, saved)
+        buttons = gr.Button(interactive=not job.status.finished and not job.cancel_requested), gr.Button(interactive=True)
+    return *buttons, gr.skip() if now == moved else now
 
 
 def show_config(ctx: StudioContext, job_id: int | None):
@@ -263,26 +304,6 @@ def show_config(ctx: StudioContext, job_id: int | None):
     if job is None:
         return settings_frame({}, jobs.JobDataset(None, "", None)), ""
     return settings_frame(job.config, jobs.job_dataset(ctx, job.id)), json.dumps(job.config, indent=2)
-
-
-def show_dashboard(
-    ctx: StudioContext, job_id: int | None, visible: bool, figures_shown: tuple | None,
-    samples_shown: tuple | None, logs_shown: str | None, moved: tuple | None,
-):
-    """Every panel of the dashboard in one event (status, buttons, timer, figures,
-    samples, log), each skipped while it has not changed; and `moved`, which changes only
-    when the job's status or its checkpoints do (the Export panel follows it)."""
-    try:
-        job = jobs.get_job(ctx, job_id) if job_id is not None else None
-        saved = jobs.job_checkpoints(ctx, job_id) if job is not None else []
-    except NotFound:
-        job, saved = None, []
-    now = (job_id, job.status.value if job else None, tuple((c.step, c.on_disk) for c in saved))
-    return (
-        *show_status(ctx, job_id, visible), *show_figures(ctx, job_id, figures_shown),
-        *show_samples(ctx, job_id, samples_shown), show_logs(ctx, job_id, logs_shown),
-        gr.skip() if now == moved else now,
-    )
 
 
 def cancel(ctx: StudioContext, job_id: int | None):
@@ -307,29 +328,35 @@ def clone(ctx: StudioContext, job_id: int | None):
 
 
 def shown_tab():
-    """The tab was picked: (visible, the list timer on)."""
-    return True, gr.Timer(active=True)
+    """The tab was picked: the list timer on."""
+    return gr.Timer(active=True)
 
 
 def hidden_tab():
-    """Another tab was picked: (visible, both timers off)."""
-    return False, gr.Timer(active=False), gr.Timer(active=False)
+    """Another tab was picked: the list timer off (the dashboard stops itself off screen)."""
+    return gr.Timer(active=False)
 
 
-def pick_row(evt: gr.SelectData) -> int:
-    """The id of the job whose table row was clicked."""
-    return int(evt.row_value[0])
+def pick_row(evt: gr.SelectData) -> tuple[int, int]:
+    """The job whose table row was clicked: (picker, job shown)."""
+    job_id = int(evt.row_value[0])
+    return job_id, job_id
+
+
+def pick_job(job_id: int | None) -> int | None:
+    """The user picked a job in the picker: the dashboard shows it."""
+    return job_id
 
 
 # --- layout ---------------------------------------------------------------------------
 
 
 def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab | None = None) -> JobsTab:
-    """Render the tab; a change of `launched` (a job id) opens that job. Its timers start
-    when `tab` is picked (and at load, for a page opened on this tab)."""
-    list_key, figures_key, samples_key, cloned = gr.State(None), gr.State(None), gr.State(None), gr.State(None)
-    visible, moved = gr.State(False), gr.State(None)
-    list_timer, timer = gr.Timer(LIST_POLL_SECONDS, active=False), gr.Timer(POLL_SECONDS, active=False)
+    """Render the tab; a change of `launched` (a job id) opens that job. Its list timer
+    starts when `tab` is picked (and at load, for a page opened on this tab)."""
+    list_key, cloned, moved = gr.State(None), gr.State(None), gr.State(None)
+    job_shown = gr.State(None)  # the job the dashboard shows (see show_jobs)
+    list_timer = gr.Timer(LIST_POLL_SECONDS, active=False)
     gr.Markdown(t("jobs.list_title"))
     table = gr.Dataframe(interactive=False, max_height=220, elem_id="jobs-table")
     with gr.Row():
@@ -339,47 +366,46 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
             clone_btn = gr.Button(t("jobs.clone"), size="md", interactive=False, elem_id="job-clone")
             chat_btn = gr.Button(t("jobs.chat"), size="md", elem_id="job-chat")
     message = gr.HTML(elem_id="job-message")
-    status = gr.HTML(t("jobs.none"), elem_id="job-status")
-    figures = gr.Markdown(elem_id="job-figures")
+    dashboard_js.status_panel(POLL_SECONDS)
     plot = live_plot.build(POLL_SECONDS)
     smooth = gr.Checkbox(label=t("jobs.smooth"), value=False, elem_id="job-smooth")
     gr.Markdown(t("jobs.samples_title"))
-    samples = gr.Dataframe(
-        interactive=False, wrap=True, max_height=360, column_widths=["8%", "46%", "23%", "23%"], elem_id="job-samples"
-    )
-    logs = gr.Textbox(label=t("jobs.logs"), lines=8, max_lines=16, interactive=False, elem_id="job-logs")
+    dashboard_js.detail_panel()
+    # Clicked by dashboard.js when the watched job moves (status, cancel flag, checkpoints).
+    moved_trigger = gr.Button(elem_id=dashboard_js.MOVED_TRIGGER, elem_classes=["studio-hidden"])
     with gr.Accordion(t("jobs.config"), open=False, elem_id="job-config-section"):
         config = gr.Dataframe(interactive=False, wrap=True, max_height=480, elem_id="job-config")
         config_json = gr.Code(
             language="json", label=t("jobs.settings_json"), interactive=False, lines=6, max_lines=20,
             buttons=["copy"], elem_id="job-config-json",
         )
-    export_panel.build(ctx, selected, moved)  # not `status`: it changes every tick (the ETA)
+    export_panel.build(ctx, job_shown, moved)
 
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
-    list_out = [table, selected, list_key]
+    list_in, list_out = [list_key, job_shown], [table, selected, list_key, job_shown]
     # The table follows the shown job at once (its status or checkpoints moved), other jobs on the slow timer.
-    def open_jobs(shown: tuple | None, request: gr.Request):  # gr.Request is found by annotation, not through bind
-        return open_from_url(ctx, shown, request)
+    def open_jobs(known: tuple | None, request: gr.Request):  # gr.Request is found by annotation, not through bind
+        return open_from_url(ctx, known, request)
 
-    page.load(open_jobs, list_key, [*list_out, visible, list_timer], **quiet)
-    gr.on([list_timer.tick, moved.change], bind(show_jobs, ctx), [selected, list_key], list_out, **quiet)
-    launched.change(bind(show_jobs, ctx), [launched, list_key], list_out, **quiet)
-    cloned.change(bind(show_jobs, ctx), [cloned, list_key], list_out, **quiet)
-    table.select(pick_row, None, selected)
+    page.load(open_jobs, list_key, [*list_out, list_timer], **quiet)
+    gr.on([list_timer.tick, moved.change], bind(show_jobs, ctx), [selected, *list_in], list_out, **quiet)
+    launched.change(bind(show_jobs, ctx), [launched, *list_in], list_out, **quiet)
+    cloned.change(bind(show_jobs, ctx), [cloned, *list_in], list_out, **quiet)
+    table.select(pick_row, None, [selected, job_shown], show_progress="hidden")
+    selected.input(pick_job, selected, job_shown, show_progress="hidden")
 
-    # One event per tick for every panel: each event costs the browser a round trip and a
-    # render pass, and five a second kept a core busy 45% of the time.
-    gr.on(
-        [selected.change, timer.tick, visible.change], bind(show_dashboard, ctx),
-        [selected, visible, figures_key, samples_key, logs, moved],
-        [status, cancel_btn, clone_btn, timer, figures, figures_key, samples, samples_key, logs, moved], **quiet,
-    )
+    controls = [cancel_btn, clone_btn, moved]
+    gr.on([job_shown.change, moved_trigger.click], bind(show_controls, ctx), [job_shown, moved], controls, **quiet)
     if tab is not None:
-        tab.select(shown_tab, None, [visible, list_timer], show_progress="hidden")
-    selected.change(None, selected, None, js=live_plot.SHOW_JOB_JS)
+        tab.select(shown_tab, None, list_timer, show_progress="hidden")
+        tab.select(None, None, None, js=dashboard_js.POKE_JS)
+    # A gr.State's value stays on the server: the browser reads the job from the picker,
+    # which every event that sets job_shown sets too.
+    job_shown.change(None, selected, None, js=dashboard_js.SHOW_JOB_JS)
     smooth.change(None, smooth, None, js=live_plot.SMOOTH_JS)
-    selected.change(bind(show_config, ctx), selected, [config, config_json], show_progress="hidden")
-    cancel_btn.click(bind(cancel, ctx), selected, message)
-    clone_btn.click(bind(clone, ctx), selected, [message, cloned])
-    return JobsTab(selected=selected, visible=visible, timers=(list_timer, timer), chat=chat_btn)
+    job_shown.change(bind(show_config, ctx), job_shown, [config, config_json], show_progress="hidden")
+    cancel_btn.click(bind(cancel, ctx), job_shown, message).then(
+        bind(show_controls, ctx), [job_shown, moved], controls, **quiet
+    ).then(None, None, None, js=dashboard_js.POKE_JS)
+    clone_btn.click(bind(clone, ctx), job_shown, [message, cloned])
+    return JobsTab(selected=job_shown, picker=selected, timers=(list_timer,), chat=chat_btn)

@@ -143,6 +143,6 @@ window.studioLivePlot = {
     if (window.Plotly && canvas.data) window.Plotly.restyle(canvas, { visible: state.smooth }, [3]);
   },
 };
-if (window.studioLivePlotJob !== undefined) window.studioLivePlot.show(window.studioLivePlotJob);
+if (window.studioJob !== undefined) window.studioLivePlot.show(window.studioJob); // picked before the plot mounted
 else if (window.Plotly) window.Plotly.newPlot(canvas, emptyTraces(), layout(true), { responsive: true, displaylogo: false });
 setInterval(tick, POLL_MS);

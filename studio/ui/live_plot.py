@@ -13,16 +13,6 @@ from studio.ui.text import t
 SCRIPT = (Path(__file__).parent / "live_plot.js").read_text()
 # The page lives at /, so the route is relative to it (works under a proxy's prefix too).
 HEAD = '<script src="api/assets/plotly.js"></script>'
-# Called by the job picker's change event, in the browser: draw the job, put it in the URL.
-SHOW_JOB_JS = """(job) => {
-    window.studioLivePlotJob = job;  // for a plot that mounts later (tabs render when first shown)
-    if (window.studioLivePlot) window.studioLivePlot.show(job);
-    const url = new URL(window.location.href);
-    if (job === null || job === undefined || job === "") url.searchParams.delete("job");
-    else url.searchParams.set("job", String(job));
-    window.history.replaceState(null, "", url);
-    return [];
-}"""
 SMOOTH_JS = "(on) => { if (window.studioLivePlot) window.studioLivePlot.smooth(on); return []; }"
 
 

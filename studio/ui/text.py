@@ -321,6 +321,9 @@ TEXT: dict[str, str] = {
     "jobs.cancelled": "Cancel requested for job {id}; it stops at the next training step.",
     "jobs.cloned": "Job {id} queued as a copy of job {source}.",
     "jobs.none": "No job selected. Launch one in the Train tab.",
+    "jobs.gone": "This job is no longer there (deleted, or the studio's data was reset). Pick another one.",
+    "jobs.offline": "The studio is not answering; the figures update again once it is back.",
+    "jobs.samples_none": "No sample generations yet: they appear at each evaluation.",
     "jobs.step": "step {step} / {total}",
     "jobs.step_unknown": "waiting to start",
     "jobs.no_worker": "no worker is running to take it (start one with: studio worker)",
@@ -415,6 +418,7 @@ TEXT: dict[str, str] = {
     "field.training.max_grad_norm": "Max gradient norm",
     "field.training.sample_every": "Sample and evaluate every (steps)",
     "field.training.max_new_tokens": "Max new tokens (samples)",
+    "field.training.evaluate_when_done": "Evaluate when done",
     # export panel (jobs tab)
     "export.title": "Export",
     "export.help": (

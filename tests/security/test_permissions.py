@@ -115,6 +115,23 @@ def test_every_rest_route_has_a_rule_and_the_server_enforces_it(studio):
     assert not wrong, "\n".join(wrong)
 
 
+def test_the_uis_dashboard_route_admits_trainers_only(studio):
+    """GET /api/jobs/N/dashboard belongs to the UI (left out of the OpenAPI document, and
+    of the app without the UI that the matrix reads), so it gets its own row."""
+    from studio.ui.dashboard_api import router
+
+    (route,) = router.routes
+    (rule,) = [d.dependency.studio_roles for d in router.dependencies]
+    settings, url, tokens = studio
+    for who in ROLES:
+        with _client(url, tokens, who) as client:
+            answer = client.get("/api/jobs/999/dashboard")
+        assert _outcome(answer.status_code) == _expected(rule, who), (who, answer.status_code, answer.text[:200])
+        if _expected(rule, who) == "allowed":
+            assert answer.status_code == 404 and "999" in answer.text  # no such job, said plainly
+    assert route.path == "/api/jobs/{job_id}/dashboard" and rule == {Role.trainer, Role.admin}
+
+
 def test_every_gradio_event_has_a_rule_and_the_gate_enforces_it(studio):
     settings, url, tokens = studio
     from studio.services.context import StudioContext

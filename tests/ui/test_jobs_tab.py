@@ -6,13 +6,17 @@ import math
 from datetime import datetime, timezone
 
 import gradio as gr
+import pytest
 
 from studio import workers
 from studio.core.estimate import GIB, Device
 from studio.leases import JOBS
 from studio.models import CheckpointPublic, JobPublic, JobStatus, MetricPublic, utcnow
 from studio.services import datasets, jobs
-from studio.ui.jobs_tab import figures_markdown, show_jobs, show_status, status_html
+from studio.db import session_scope
+from studio.models import JobLog, Sample
+from studio.services.context import NotFound
+from studio.ui.jobs_tab import dashboard_view, figures_markdown, markdown_html, show_controls, show_jobs, status_html
 
 NOW = datetime.now(timezone.utc)
 
@@ -54,25 +58,75 @@ def test_status_shows_eta_attempts_and_escapes_the_error():
 def test_a_queued_job_says_when_no_worker_is_running(ctx):
     dataset_id = datasets.create_dataset(ctx, "t.jsonl", b'{"instruction": "a", "output": "b"}\n' * 4)[0].id
     job = jobs.create_job(ctx, dataset_id, "demo")
-    assert "no worker is running to take it" in show_status(ctx, job.id)[0]
+    assert "no worker is running to take it" in dashboard_view(ctx, job.id, {})["parts"]["status"]
     workers.register(ctx.engine, "trainer@box", Device(False, "CPU", 8 * GIB, False, False), utcnow())
-    assert "no worker" not in show_status(ctx, job.id)[0]
+    assert "no worker" not in dashboard_view(ctx, job.id, {})["parts"]["status"]
 
 
 def test_the_job_picker_is_not_sent_again_while_only_a_job_moves(ctx):
-    # Every update of the picker fires its change event (the whole dashboard, the settings
-    # table, the Export panel and a full plot redraw), so a step must refresh only the table.
+    # A step must refresh only the table: the picker stays, and so does the job the
+    # dashboard shows (its change redraws the buttons, the settings, the Export panel and
+    # the plot).
     dataset_id = datasets.create_dataset(ctx, "t.jsonl", b'{"instruction": "a", "output": "b"}\n' * 4)[0].id
     job = jobs.create_job(ctx, dataset_id, "demo")
-    table, picker, key = show_jobs(ctx, None, None)
-    assert picker.value == job.id and not isinstance(table, dict)
-    assert show_jobs(ctx, job.id, key) == (gr.skip(), gr.skip(), gr.skip())
+    table, picker, key, shown = show_jobs(ctx, None, None, None)
+    assert picker.value == job.id and shown == job.id and not isinstance(table, dict)
+    assert show_jobs(ctx, job.id, key, job.id) == (gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
     assert JOBS.claim(ctx.engine, job.id, "test-owner", 60) is not None
     JOBS.update_ours(ctx.engine, job.id, "test-owner", step=5, total_steps=100)
-    table, picker, key = show_jobs(ctx, job.id, key)
-    assert "5 / 100" in table.to_string() and picker == gr.skip()
+    table, picker, key, shown = show_jobs(ctx, job.id, key, job.id)
+    assert "5 / 100" in table.to_string() and picker == gr.skip() and shown == gr.skip()
 
     other = jobs.create_job(ctx, dataset_id, "demo")  # a new job: the picker lists it
-    table, picker, key = show_jobs(ctx, job.id, key)
-    assert picker.value == job.id and [c[1] for c in picker.choices] == [other.id, job.id]
+    table, picker, key, shown = show_jobs(ctx, job.id, key, job.id)
+    assert picker.value == job.id and [c[1] for c in picker.choices] == [other.id, job.id] and shown == gr.skip()
+    table, picker, key, shown = show_jobs(ctx, other.id, key, job.id)  # launched: the dashboard follows
+    assert picker.value == other.id and shown == other.id
+
+
+def test_the_dashboard_sends_only_the_panels_that_changed(ctx):
+    """What the browser's dashboard asks every tick: a panel whose key the page holds comes
+    back as None; a step, a sample or a log line brings back only its own panel."""
+    dataset_id = datasets.create_dataset(ctx, "t.jsonl", b'{"instruction": "a", "output": "b"}\n' * 4)[0].id
+    job = jobs.create_job(ctx, dataset_id, "demo")
+    first = dashboard_view(ctx, job.id, {})
+    assert set(first["parts"]) == {"status", "figures", "samples", "logs"}
+    assert all(part is not None for part in first["parts"].values()) and first["may_change"]
+    assert "queued" in first["parts"]["status"] and "No sample generations yet" in first["parts"]["samples"]
+    assert all(part is None for part in dashboard_view(ctx, job.id, first["keys"])["parts"].values())
+
+    assert JOBS.claim(ctx.engine, job.id, "test-owner", 60) is not None
+    JOBS.update_ours(ctx.engine, job.id, "test-owner", step=5, total_steps=100)
+    moved = dashboard_view(ctx, job.id, first["keys"])
+    assert "step 5 / 100" in moved["parts"]["status"] and moved["moved"] != first["moved"]  # queued -> running
+    assert moved["parts"]["samples"] is None and moved["parts"]["figures"] is None
+
+    with session_scope(ctx.engine) as session:
+        session.add(Sample(job_id=job.id, step=5, probe_index=0, prompt="### Instruction:\nSay <hi>\n\n### Response:",
+                           output="<script>x</script>", reference="hi"))
+        session.add(JobLog(job_id=job.id, key="t:1", message="evaluating"))
+    fresh = dashboard_view(ctx, job.id, moved["keys"])
+    assert fresh["parts"]["status"] is None and fresh["parts"]["figures"] is None and fresh["moved"] == moved["moved"]
+    assert "aria-rowcount='2'" in fresh["parts"]["samples"] and "Say &lt;hi&gt;" in fresh["parts"]["samples"]
+    assert "<script>" not in fresh["parts"]["samples"] and fresh["parts"]["logs"].endswith("INFO evaluating")
+    with pytest.raises(NotFound):
+        dashboard_view(ctx, job.id + 100, {})
+
+
+def test_the_buttons_follow_the_job_and_cancel_moves_it(ctx):
+    dataset_id = datasets.create_dataset(ctx, "t.jsonl", b'{"instruction": "a", "output": "b"}\n' * 4)[0].id
+    job = jobs.create_job(ctx, dataset_id, "demo")
+    cancel, clone, moved = show_controls(ctx, job.id, None)
+    assert cancel.interactive and clone.interactive and moved is not None
+    assert show_controls(ctx, job.id, moved)[2] == gr.skip()  # nothing moved: the Export panel is not redrawn
+    jobs.cancel_job(ctx, job.id)
+    cancel, clone, now = show_controls(ctx, job.id, moved)
+    assert not cancel.interactive and now != moved
+    cancel, clone, moved = show_controls(ctx, None, None)
+    assert not cancel.interactive and not clone.interactive and moved == gr.skip()
+
+
+def test_figures_markdown_becomes_escaped_html():
+    assert markdown_html("**step 2**: loss <1>\n\nnext") == "<p><strong>step 2</strong>: loss &lt;1&gt;</p><p>next</p>"
+    assert markdown_html("") == ""
