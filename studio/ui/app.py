@@ -113,14 +113,11 @@ def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
             page.load(show_user, None, [header, admin_item], show_progress="hidden").then(
                 None, None, None, js=location.READY_JS
             )
-            # The URL follows the tab picked (a reload lands there); the Jobs tab's timers
-            # stop on any other tab.
+            # The URL follows the tab picked (a reload lands there).
             for item, tab_id in ((datasets_item, "datasets"), (train_tab_item, "train"), (jobs_item, jobs_tab.TAB_ID),
                                  (compare_item, "compare"), (chat_item, chat_tab.TAB_ID),
                                  (evaluate_item, evaluate_tab.TAB_ID), (admin_item, "admin")):
                 item.select(None, None, None, js=location.set_param_js("tab", tab_id, wait_for_ready=True))
-                if item is not jobs_item:
-                    item.select(jobs_tab.hidden_tab, None, list(jobs.timers), show_progress="hidden")
         with admin_item:
             with _events_of(page, rules, ADMINS):
                 admin_tab.build(ctx, admin_item)

@@ -1,17 +1,20 @@
-// The Jobs tab's dashboard: status, figures, sample generations and log of the picked job
-// (studio/ui/dashboard_js.py). Runs once, when the status panel mounts; `props.labels`
-// holds its words.
+// The Jobs tab's dashboard: the jobs table, and status, figures, sample generations and log
+// of the picked job (studio/ui/dashboard_js.py). Runs once, when the status panel mounts;
+// `props.labels` holds its words.
 //
-// Light on purpose (issue 10): every POLL_MS, and only while the panel is on screen and the
-// job may still change, it asks GET /api/jobs/N/dashboard, sending the keys of what it
-// shows, and the server sends only the panels whose key changed. No Gradio event runs per
-// tick: when the job moves (status, cancel flag, checkpoints) it clicks a hidden button,
-// whose event refreshes the buttons, the jobs list and the Export panel once.
+// Light on purpose (issue 10): every POLL_MS, only while the tab is on screen, it asks
+// GET api/ui/jobs-table and (while the job may still change) GET /api/jobs/N/dashboard,
+// sending the keys of what it shows; the server sends only what changed. Then the loss
+// plot (live_plot.js) takes its turn, so the page changes once per tick. No Gradio event
+// runs per tick: hidden buttons are clicked when the job moves (status, cancel flag,
+// checkpoints: the buttons and the Export panel follow), when a job is added (the picker
+// follows) and when a row is clicked (the job is picked).
 const labels = props.labels;
 const POLL_MS = props.poll_ms;
 const PANELS = ["status", "figures", "samples", "logs"];
 
-const state = { job: null, generation: 0, keys: {}, moved: null, done: false, busy: false };
+const state = { job: null, generation: 0, keys: {}, moved: null, done: false, busy: false,
+                tableKey: "", jobsKey: null };
 
 const byId = id => document.getElementById(id);
 
@@ -52,6 +55,48 @@ function onScreen() {
   return !document.hidden && element.offsetParent !== null;
 }
 
+function markPicked() {
+  for (const row of document.querySelectorAll("#jobs-table tr[data-job]")) {
+    row.classList.toggle("picked", Number(row.dataset.job) === state.job);
+  }
+}
+
+async function refreshTable() {
+  const response = await fetch(`api/ui/jobs-table?have=${state.tableKey}`, { credentials: "same-origin" });
+  if (!response.ok) return;
+  const view = await response.json();
+  const node = byId("jobs-table");
+  if (view.html !== null && node) {
+    const top = node.scrollTop;
+    node.innerHTML = view.html;
+    node.scrollTop = top;
+    state.tableKey = view.key;
+    markPicked();
+  }
+  if (state.jobsKey !== null && view.jobs !== state.jobsKey) click(props.jobs_trigger);
+  state.jobsKey = view.jobs;
+}
+
+function click(id) {
+  const button = byId(id);
+  if (button) button.click();
+}
+
+function pick(row) {
+  window.studioPicked = Number(row.dataset.job);
+  click(props.pick_trigger);
+}
+
+// Rows are redrawn as jobs move: listen once, on the table's container.
+document.addEventListener("click", event => {
+  const row = event.target.closest && event.target.closest("#jobs-table tr[data-job]");
+  if (row) pick(row);
+});
+document.addEventListener("keydown", event => {
+  const row = event.target.closest && event.target.closest("#jobs-table tr[data-job]");
+  if (row && (event.key === "Enter" || event.key === " ")) { event.preventDefault(); pick(row); }
+});
+
 async function refresh() {
   const generation = state.generation, job = state.job;
   const query = new URLSearchParams();
@@ -75,18 +120,21 @@ async function refresh() {
     const value = view.parts[name];
     if (value !== null && value !== undefined && put(name, value)) state.keys[name] = view.keys[name];
   }
-  if (state.moved !== null && view.moved !== state.moved) {
-    const trigger = byId(props.moved_trigger);
-    if (trigger) trigger.click();
-  }
+  if (state.moved !== null && view.moved !== state.moved) click(props.moved_trigger);
   state.moved = view.moved;
   state.done = !view.may_change;
 }
 
+async function all(force) {
+  await refreshTable().catch(error => console.warn("jobs table:", error));
+  if (state.job !== null && (force || !state.done)) await refresh();
+  if (window.studioLivePlot) await window.studioLivePlot.tick();
+}
+
 function tick(force) {
-  if (state.job === null || state.busy || (state.done && !force) || !onScreen()) return;
+  if (state.busy || !onScreen()) return;
   state.busy = true;
-  refresh().catch(error => console.warn("dashboard:", error)).finally(() => { state.busy = false; });
+  all(force).catch(error => console.warn("dashboard:", error)).finally(() => { state.busy = false; });
 }
 
 window.studioDashboard = {
@@ -94,10 +142,12 @@ window.studioDashboard = {
     state.generation += 1;
     state.job = job === null || job === undefined || job === "" ? null : Number(job);
     state.keys = {}; state.moved = null; state.done = false; state.busy = false;
-    if (state.job === null) { clear(labels.none); return; }
+    markPicked();
+    if (state.job === null) clear(labels.none);
     tick(true);
   },
   poke() { state.done = false; tick(true); },
 };
 if (window.studioJob !== undefined) window.studioDashboard.show(window.studioJob);
+else tick(true); // the table at once
 setInterval(tick, POLL_MS);

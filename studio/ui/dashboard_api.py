@@ -1,5 +1,5 @@
-"""GET /api/jobs/{id}/dashboard: the Jobs tab's panels of one job, for its script in the
-browser (dashboard.js). Part of the UI, not of the documented REST API: the answer is HTML
+"""GET /api/jobs/{id}/dashboard (the Jobs tab's panels of one job) and GET
+/api/ui/jobs-table (its jobs table), for its script in the browser (dashboard.js). Part of the UI, not of the documented REST API: the answer is HTML
 for the page, in the UI's words."""
 
 from __future__ import annotations
@@ -23,3 +23,8 @@ def job_dashboard(
 ) -> dict[str, Any]:
     have = {"status": status, "figures": figures, "samples": samples, "logs": logs}
     return jobs_tab.dashboard_view(ctx, job_id, have)
+
+
+@router.get("/ui/jobs-table")
+def jobs_table(ctx: Ctx, have: Key = "") -> dict[str, Any]:
+    return jobs_tab.jobs_view(ctx, have)

@@ -35,8 +35,7 @@ TAB_ID = "jobs"
 # change Gradio looks up, for each component that was ever an event's output, its node in
 # the page's whole tree (~150 ms of Chromium's main thread per event on this page, 2 cores).
 # So the watched dashboard asks the REST API instead (dashboard_view), every POLL_SECONDS.
-POLL_SECONDS = 5.0  # how often a watched job's dashboard and plot ask for what changed
-LIST_POLL_SECONDS = 20.0  # how often the jobs table does (for jobs other sessions launch; ours show at once)
+POLL_SECONDS = 5.0  # how often the tab on screen asks for what changed: the jobs table, the watched job's panels and plot
 SETTLE_SECONDS = 10.0  # keep asking this long after a job ends: its last events may still land
 JOB_COLUMNS = ["id", "name", "base_model", "status", "progress", "created"]
 SAMPLE_COLUMNS = ["step", "prompt", "output", "reference"]
@@ -48,24 +47,39 @@ _INSTRUCTION = re.compile(r"### Instruction:\n(.*?)\n\n### (?:Input:\n(.*?)\n\n#
 class JobsTab:
     """Handles: `selected` is the job shown on the dashboard (for server events), `picker`
     the dropdown that holds the same job (for browser ones: a gr.State's value stays on the
-    server); `timers` poll only while the tab is on screen (the app stops them when another
-    tab is picked)."""
+    server). Nothing on the tab polls while another tab is open."""
 
     selected: gr.State
     picker: gr.Dropdown
-    timers: tuple[gr.Timer, ...]
     chat: gr.Button  # opens the Chat tab with the selected job (wired by the Chat tab)
 
 
 # --- views (pure: data in, what to show out) ------------------------------------------
 
 
-def jobs_frame(items: list[JobPublic]) -> pd.DataFrame:
-    rows = [
-        [j.id, j.name, j.base_model, j.status.value, f"{j.step} / {j.total_steps or '?'}", f"{j.created_at:%Y-%m-%d %H:%M}"]
+def jobs_table_html(items: list[JobPublic]) -> str:
+    """The jobs table; a click on a row picks that job (dashboard.js)."""
+    head = "".join(f"<th>{html.escape(t(f'jobs.col.{c}'))}</th>" for c in JOB_COLUMNS)
+    rows = "".join(
+        f"<tr data-job='{j.id}' tabindex='0'>" + "".join(
+            f"<td>{html.escape(str(v))}</td>"
+            for v in (j.id, j.name, j.base_model, j.status.value, f"{j.step} / {j.total_steps or '?'}",
+                      f"{j.created_at:%Y-%m-%d %H:%M}")
+        ) + "</tr>"
         for j in items
-    ]
-    return pd.DataFrame(rows, columns=[t(f"jobs.col.{c}") for c in JOB_COLUMNS])
+    )
+    if not items:
+        rows = f"<tr><td colspan='{len(JOB_COLUMNS)}'>{html.escape(t('jobs.none_yet'))}</td></tr>"
+    return f"<table class='jobs-table'><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+def jobs_view(ctx: StudioContext, have: str) -> dict:
+    """The jobs table for dashboard.js: `html` is None while `have` is its key; `jobs`
+    changes only when a job is added or renamed (the page then refreshes the picker)."""
+    items = jobs.list_jobs(ctx)
+    key = _key(tuple((j.id, j.name, j.status.value, j.step, j.total_steps) for j in items))
+    return {"key": key, "html": None if have == key else jobs_table_html(items),
+            "jobs": _key(tuple((j.id, j.name) for j in items))}
 
 
 def status_html(job: JobPublic, workers_live: bool = True, progress: jobs.Progress | None = None) -> str:
@@ -239,33 +253,26 @@ def dashboard_view(ctx: StudioContext, job_id: int, have: dict[str, str]) -> dic
 
 
 def open_from_url(ctx: StudioContext, shown: tuple | None, request: gr.Request):
-    """At page load: the jobs table with the job named in the URL (?job=3) selected, and
-    the list's timer on only when the page opens on this tab.
-    Returns (table, picker, shown key, job shown, list timer)."""
-    on_screen = location.wanted_tab(request) == TAB_ID
-    return *show_jobs(ctx, location.wanted_id(request, "job"), shown, None), gr.Timer(active=on_screen)
+    """At page load: the picker with the job named in the URL (?job=3) selected.
+    Returns (picker, shown key, job shown)."""
+    return show_jobs(ctx, location.wanted_id(request, "job"), shown, None)
 
 
 def show_jobs(ctx: StudioContext, selected: int | None, shown: tuple | None, job_shown: int | None = None):
-    """The jobs table and job picker, selecting `selected` (else the newest job), and the
-    job the dashboard shows when that changed.
-    Returns (table, picker, shown key, job); skips each while what it shows has not changed.
-    The picker has its own key: a running job's step must not touch it. The dashboard
-    follows `job` (a gr.State), not the picker's change event: Gradio's dropdown fires
-    that again on replies of other events, a loop (issue 10)."""
+    """The job picker, selecting `selected` (else the newest job), and the job the
+    dashboard shows when that changed. Returns (picker, shown key, job); skips each while
+    it has not changed. The dashboard follows `job` (a gr.State), not the picker's change
+    event: Gradio's dropdown fires that again on replies of other events, a loop (issue 10).
+    (The jobs table is drawn in the browser: jobs_view.)"""
     items = jobs.list_jobs(ctx)
     ids = [j.id for j in items]
     value = selected if selected in ids else (ids[0] if ids else None)
     job = gr.skip() if value == job_shown else value
-    table_key = tuple((j.id, j.name, j.status.value, j.step, j.total_steps) for j in items)
-    picker_key = (value, tuple((j.id, j.name) for j in items))
-    old_table, old_picker = shown or (None, None)
-    if table_key == old_table and picker_key == old_picker:
-        return gr.skip(), gr.skip(), gr.skip(), job
-    table = jobs_frame(items) if table_key != old_table else gr.skip()
+    key = (value, tuple((j.id, j.name) for j in items))
+    if key == shown:
+        return gr.skip(), gr.skip(), job
     choices = [(t("jobs.choice", id=j.id, name=j.name), j.id) for j in items]
-    picker = gr.Dropdown(choices=choices, value=value) if picker_key != old_picker else gr.skip()
-    return table, picker, (table_key, picker_key), job
+    return gr.Dropdown(choices=choices, value=value), key, job
 
 
 def may_change(job: JobPublic) -> bool:
@@ -327,20 +334,12 @@ def clone(ctx: StudioContext, job_id: int | None):
     return notice("ok", t("jobs.cloned", id=job.id, source=job_id)), job.id
 
 
-def shown_tab():
-    """The tab was picked: the list timer on."""
-    return gr.Timer(active=True)
-
-
-def hidden_tab():
-    """Another tab was picked: the list timer off (the dashboard stops itself off screen)."""
-    return gr.Timer(active=False)
-
-
-def pick_row(evt: gr.SelectData) -> tuple[int, int]:
-    """The job whose table row was clicked: (picker, job shown)."""
-    job_id = int(evt.row_value[0])
-    return job_id, job_id
+def pick_row(job_id: float | None):
+    """A row of the jobs table was clicked (dashboard.js hands over its job id): the
+    picker and the dashboard show that job. Returns (picker, job shown)."""
+    if job_id is None:
+        return gr.skip(), gr.skip()
+    return int(job_id), int(job_id)
 
 
 def pick_job(job_id: int | None) -> int | None:
@@ -352,13 +351,11 @@ def pick_job(job_id: int | None) -> int | None:
 
 
 def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab | None = None) -> JobsTab:
-    """Render the tab; a change of `launched` (a job id) opens that job. Its list timer
-    starts when `tab` is picked (and at load, for a page opened on this tab)."""
-    list_key, cloned, moved = gr.State(None), gr.State(None), gr.State(None)
+    """Render the tab; a change of `launched` (a job id) opens that job."""
+    picker_key, cloned, moved = gr.State(None), gr.State(None), gr.State(None)
     job_shown = gr.State(None)  # the job the dashboard shows (see show_jobs)
-    list_timer = gr.Timer(LIST_POLL_SECONDS, active=False)
     gr.Markdown(t("jobs.list_title"))
-    table = gr.Dataframe(interactive=False, max_height=220, elem_id="jobs-table")
+    dashboard_js.jobs_table()
     with gr.Row():
         selected = gr.Dropdown(label=t("jobs.select"), info=t("jobs.select_info"), scale=3, elem_id="job-select")
         with gr.Column(scale=1, min_width=180):
@@ -367,12 +364,17 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
             chat_btn = gr.Button(t("jobs.chat"), size="md", elem_id="job-chat")
     message = gr.HTML(elem_id="job-message")
     dashboard_js.status_panel(POLL_SECONDS)
-    plot = live_plot.build(POLL_SECONDS)
+    live_plot.build()
     smooth = gr.Checkbox(label=t("jobs.smooth"), value=False, elem_id="job-smooth")
     gr.Markdown(t("jobs.samples_title"))
     dashboard_js.detail_panel()
-    # Clicked by dashboard.js when the watched job moves (status, cancel flag, checkpoints).
-    moved_trigger = gr.Button(elem_id=dashboard_js.MOVED_TRIGGER, elem_classes=["studio-hidden"])
+    # Clicked by dashboard.js: the watched job moved (status, cancel flag, checkpoints); a
+    # row of the table was clicked (its id in `picked`); the list of jobs changed.
+    with gr.Row(elem_classes=["studio-hidden"]):
+        moved_trigger = gr.Button(elem_id=dashboard_js.MOVED_TRIGGER)
+        pick_trigger = gr.Button(elem_id=dashboard_js.PICK_TRIGGER)
+        jobs_trigger = gr.Button(elem_id=dashboard_js.JOBS_TRIGGER)
+        picked = gr.Number(elem_id="job-picked")
     with gr.Accordion(t("jobs.config"), open=False, elem_id="job-config-section"):
         config = gr.Dataframe(interactive=False, wrap=True, max_height=480, elem_id="job-config")
         config_json = gr.Code(
@@ -382,22 +384,23 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
     export_panel.build(ctx, job_shown, moved)
 
     quiet = dict(show_progress="hidden", trigger_mode="always_last")
-    list_in, list_out = [list_key, job_shown], [table, selected, list_key, job_shown]
-    # The table follows the shown job at once (its status or checkpoints moved), other jobs on the slow timer.
+    picker_in, picker_out = [picker_key, job_shown], [selected, picker_key, job_shown]
+
     def open_jobs(known: tuple | None, request: gr.Request):  # gr.Request is found by annotation, not through bind
         return open_from_url(ctx, known, request)
 
-    page.load(open_jobs, list_key, [*list_out, list_timer], **quiet)
-    gr.on([list_timer.tick, moved.change], bind(show_jobs, ctx), [selected, *list_in], list_out, **quiet)
-    launched.change(bind(show_jobs, ctx), [launched, *list_in], list_out, **quiet)
-    cloned.change(bind(show_jobs, ctx), [cloned, *list_in], list_out, **quiet)
-    table.select(pick_row, None, [selected, job_shown], show_progress="hidden")
+    page.load(open_jobs, picker_key, picker_out, **quiet)
+    jobs_trigger.click(bind(show_jobs, ctx), [selected, *picker_in], picker_out, **quiet)
+    for chosen in (launched, cloned):  # a job launched here or cloned: shown at once
+        chosen.change(bind(show_jobs, ctx), [chosen, *picker_in], picker_out, **quiet).then(
+            None, None, None, js=dashboard_js.POKE_JS
+        )
+    pick_trigger.click(pick_row, picked, [selected, job_shown], js=dashboard_js.PICKED_JS, **quiet)
     selected.input(pick_job, selected, job_shown, show_progress="hidden")
 
     controls = [cancel_btn, clone_btn, moved]
     gr.on([job_shown.change, moved_trigger.click], bind(show_controls, ctx), [job_shown, moved], controls, **quiet)
     if tab is not None:
-        tab.select(shown_tab, None, list_timer, show_progress="hidden")
         tab.select(None, None, None, js=dashboard_js.POKE_JS)
     # A gr.State's value stays on the server: the browser reads the job from the picker,
     # which every event that sets job_shown sets too.
@@ -408,4 +411,4 @@ def build(ctx: StudioContext, page: gr.Blocks, launched: gr.State, tab: gr.Tab |
         bind(show_controls, ctx), [job_shown, moved], controls, **quiet
     ).then(None, None, None, js=dashboard_js.POKE_JS)
     clone_btn.click(bind(clone, ctx), job_shown, [message, cloned])
-    return JobsTab(selected=job_shown, picker=selected, timers=(list_timer,), chat=chat_btn)
+    return JobsTab(selected=job_shown, picker=selected, chat=chat_btn)

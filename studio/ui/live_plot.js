@@ -1,15 +1,15 @@
 // The Jobs tab's live loss plot (studio/ui/live_plot.py). Runs once, when the component
 // mounts; `element` is the component, `props.labels` its words.
 //
-// Light on purpose: the page asks the REST API only for points after the last train step it
-// has (GET /api/jobs/N/metrics?after_step=S), appends them with Plotly.extendTraces (no
-// re-render of the plot), and asks only while the plot is on screen and the job may still
-// change. An eval point can land one step after the train point of its step (the base
-// model's at step 0 after step 1, the final one after the last step), so it asks from two
-// steps back and keeps only points newer than each trace's last.
+// Light on purpose: at each of the dashboard's ticks (dashboard.js) the page asks the REST
+// API only for points after the last train step it has (GET /api/jobs/N/metrics?after_step=S),
+// appends them with Plotly.extendTraces (no re-render of the plot), and asks only while the
+// plot is on screen and the job may still change. An eval point can land one step after the
+// train point of its step (the base model's at step 0 after step 1, the final one after the
+// last step), so it asks from two steps back and keeps only points newer than each trace's
+// last.
 const labels = props.labels;
 const canvas = element.querySelector(".live-plot-canvas");
-const POLL_MS = props.poll_ms; // with the dashboard's status (each extend redraws the axes)
 const SETTLE_MS = 10000; // events of a finished job may still land this long after it ended
 const SMOOTHING = 0.9; // studio.core.timing.SMOOTHING
 const TRACES = ["train-loss", "eval-loss", "exact-match", "smoothed-loss"];
@@ -109,12 +109,13 @@ function serial(work) {
   return chain;
 }
 
+// Called by the dashboard's tick (dashboard.js), so the page changes once per tick.
 async function tick() {
   const finished = FINISHED.has(jobStatus());
   if (!finished) { state.ended = null; state.done = false; } // (the badge may still show the last job)
   if (state.job === null || state.busy || state.done || !window.Plotly || !onScreen()) return;
   state.busy = true;
-  serial(async () => {
+  return serial(async () => {
     if (finished) {
       state.ended = state.ended || Date.now();
       if (Date.now() - state.ended > SETTLE_MS) {
@@ -128,6 +129,7 @@ async function tick() {
 }
 
 window.studioLivePlot = {
+  tick,
   show(job) {
     state.generation += 1;
     state.job = job === null || job === undefined || job === "" ? null : Number(job);
@@ -145,4 +147,3 @@ window.studioLivePlot = {
 };
 if (window.studioJob !== undefined) window.studioLivePlot.show(window.studioJob); // picked before the plot mounted
 else if (window.Plotly) window.Plotly.newPlot(canvas, emptyTraces(), layout(true), { responsive: true, displaylogo: false });
-setInterval(tick, POLL_MS);

@@ -26,8 +26,8 @@ def labels() -> dict[str, str]:
     }
 
 
-def build(poll_seconds: float) -> gr.HTML:
-    """The plot's container; its script starts polling, every `poll_seconds`, once it mounts."""
+def build() -> gr.HTML:
+    """The plot's container; its script extends it at each of the dashboard's ticks."""
     return gr.HTML(
         '<div class="live-plot-canvas" style="min-height:380px"></div>',
         html_template="${value}",
@@ -35,5 +35,4 @@ def build(poll_seconds: float) -> gr.HTML:
         head=HEAD,
         elem_id="loss-plot",
         labels=labels(),
-        poll_ms=int(poll_seconds * 1000),
     )

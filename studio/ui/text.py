@@ -321,6 +321,7 @@ TEXT: dict[str, str] = {
     "jobs.cancelled": "Cancel requested for job {id}; it stops at the next training step.",
     "jobs.cloned": "Job {id} queued as a copy of job {source}.",
     "jobs.none": "No job selected. Launch one in the Train tab.",
+    "jobs.none_yet": "No jobs yet. Launch one in the Train tab.",
     "jobs.gone": "This job is no longer there (deleted, or the studio's data was reset). Pick another one.",
     "jobs.offline": "The studio is not answering; the figures update again once it is back.",
     "jobs.samples_none": "No sample generations yet: they appear at each evaluation.",

@@ -1,10 +1,9 @@
-"""Watching a running job costs the page one small REST request per tick for its panels
-(dashboard.js) and one for its plot, the list's slow timer, and one Gradio event when the
-job moves (a checkpoint): no Gradio event per tick (issue 10; each cost Chromium ~150 ms of
-main thread). The list used to re-send the job picker whenever a job's step moved, which
-re-ran every panel and a full redraw of the plot: about 1.8 events a second.
-tests/ui/test_jobs_tab.py pins that cause (the picker is not re-sent); this test holds the
-page to its budget."""
+"""Watching a running job costs the page a few small REST requests per tick (dashboard.js:
+the jobs table, the job's panels, the plot's new points) and one Gradio event when the job
+moves (a checkpoint): no Gradio event per tick (issue 10; each cost Chromium ~150 ms of main
+thread, and the job picker's change event once looped at ~2.7 events a second on a loaded
+machine). Then a job launched elsewhere shows in the table and the picker, and a click on
+its row shows it."""
 
 from __future__ import annotations
 
@@ -19,12 +18,12 @@ import pytest
 from studio.db import engine_for, session_scope
 from studio.leases import JOBS
 from studio.models import Checkpoint
-from studio.ui.jobs_tab import LIST_POLL_SECONDS, POLL_SECONDS
-from tests.conftest import make_settings
+from studio.ui.jobs_tab import POLL_SECONDS
+from tests.conftest import make_settings, wait_until
 
 pytestmark = pytest.mark.e2e
 
-WINDOW_S = 1.2 * LIST_POLL_SECONDS  # at least one tick of the list timer (the bug sent ~1.8 events/s)
+WINDOW_S = 24.0  # about 5 ticks
 CHECKPOINT_EVERY = 16  # steps, one each 8 s
 
 
@@ -90,11 +89,7 @@ def test_a_running_job_costs_one_event_per_tick(tmp_path, start_server, tiny_mod
     # opened); a checkpoint rightly refreshes the list and the Export panel's sources once.
     # The job picker never changes, so nothing that hangs on it may run.
     checkpoints = sum(1 for at in saved if at >= start - POLL_SECONDS)
-    allowed = {
-        "show_controls": checkpoints,
-        "show_jobs": math.ceil(WINDOW_S / LIST_POLL_SECONDS) + 1 + checkpoints,
-        "show_sources": checkpoints,
-    }
+    allowed = {"show_controls": checkpoints, "show_sources": checkpoints}
     extra = {name: n for name, n in counts.items() if n > allowed.get(name, 0)}
     assert not extra, f"events in {WINDOW_S:.0f} s of watching a running job: {counts} (allowed {allowed})"
     asked = sum(1 for at in polled if at >= start)
@@ -104,3 +99,14 @@ def test_a_running_job_costs_one_event_per_tick(tmp_path, start_server, tiny_mod
     assert seen == 0 or counts.get("show_controls", 0) >= 1, f"a checkpoint did not refresh the buttons: {counts}"
     assert "/ 10000" in steps_seen, "the jobs table did not follow the job's steps"
     assert "/ 10000" in status_seen and "running" in status_seen, f"the status did not follow the job: {status_seen}"
+
+    # A job launched elsewhere (over REST): the table lists it, the picker offers it, and a
+    # click on its row shows it.
+    other = api.post("/api/jobs", json={"dataset_id": dataset["id"], "base_model": str(tiny_model_dir),
+                                        "name": "second"}).json()
+    row = page.locator(f"#jobs-table tr[data-job='{other['id']}']")
+    row.wait_for(timeout=int(4 * POLL_SECONDS * 1000))
+    row.click()
+    page.locator("#job-status").get_by_text(f"(job {other['id']})").wait_for(timeout=int(4 * POLL_SECONDS * 1000))
+    wait_until(lambda: "second" in page.locator("#job-select input").first.input_value(), 10, 0.2, "the picker")
+    assert f"job={other['id']}" in page.url and "picked" in (row.get_attribute("class") or "")

@@ -115,21 +115,25 @@ def test_every_rest_route_has_a_rule_and_the_server_enforces_it(studio):
     assert not wrong, "\n".join(wrong)
 
 
-def test_the_uis_dashboard_route_admits_trainers_only(studio):
-    """GET /api/jobs/N/dashboard belongs to the UI (left out of the OpenAPI document, and
-    of the app without the UI that the matrix reads), so it gets its own row."""
+def test_the_uis_dashboard_routes_admit_trainers_only(studio):
+    """GET /api/jobs/N/dashboard and /api/ui/jobs-table belong to the UI (left out of the
+    OpenAPI document, and of the app without the UI that the matrix reads), so they get
+    their own rows."""
     from studio.ui.dashboard_api import router
 
-    (route,) = router.routes
     (rule,) = [d.dependency.studio_roles for d in router.dependencies]
+    assert rule == {Role.trainer, Role.admin}
+    assert sorted(r.path for r in router.routes) == ["/api/jobs/{job_id}/dashboard", "/api/ui/jobs-table"]
     settings, url, tokens = studio
     for who in ROLES:
         with _client(url, tokens, who) as client:
             answer = client.get("/api/jobs/999/dashboard")
+            table = client.get("/api/ui/jobs-table", params={"have": "<script>"})
         assert _outcome(answer.status_code) == _expected(rule, who), (who, answer.status_code, answer.text[:200])
+        assert _outcome(table.status_code) == _expected(rule, who), (who, table.status_code)
         if _expected(rule, who) == "allowed":
             assert answer.status_code == 404 and "999" in answer.text  # no such job, said plainly
-    assert route.path == "/api/jobs/{job_id}/dashboard" and rule == {Role.trainer, Role.admin}
+            assert table.status_code == 422 and "have" in table.text  # a key is 16 hex digits at most
 
 
 def test_every_gradio_event_has_a_rule_and_the_gate_enforces_it(studio):

@@ -16,7 +16,9 @@ from studio.services import datasets, jobs
 from studio.db import session_scope
 from studio.models import JobLog, Sample
 from studio.services.context import NotFound
-from studio.ui.jobs_tab import dashboard_view, figures_markdown, markdown_html, show_controls, show_jobs, status_html
+from studio.ui.jobs_tab import (
+    dashboard_view, figures_markdown, jobs_view, markdown_html, show_controls, show_jobs, status_html,
+)
 
 NOW = datetime.now(timezone.utc)
 
@@ -64,25 +66,37 @@ def test_a_queued_job_says_when_no_worker_is_running(ctx):
 
 
 def test_the_job_picker_is_not_sent_again_while_only_a_job_moves(ctx):
-    # A step must refresh only the table: the picker stays, and so does the job the
-    # dashboard shows (its change redraws the buttons, the settings, the Export panel and
-    # the plot).
+    # A step must refresh only the table (drawn in the browser from jobs_view): the picker
+    # stays, and so does the job the dashboard shows (its change redraws the buttons, the
+    # settings, the Export panel and the plot).
     dataset_id = datasets.create_dataset(ctx, "t.jsonl", b'{"instruction": "a", "output": "b"}\n' * 4)[0].id
     job = jobs.create_job(ctx, dataset_id, "demo")
-    table, picker, key, shown = show_jobs(ctx, None, None, None)
-    assert picker.value == job.id and shown == job.id and not isinstance(table, dict)
-    assert show_jobs(ctx, job.id, key, job.id) == (gr.skip(), gr.skip(), gr.skip(), gr.skip())
+    picker, key, shown = show_jobs(ctx, None, None, None)
+    assert picker.value == job.id and shown == job.id
+    assert show_jobs(ctx, job.id, key, job.id) == (gr.skip(), gr.skip(), gr.skip())
+    table = jobs_view(ctx, "")
+    assert f"<tr data-job='{job.id}'" in table["html"] and jobs_view(ctx, table["key"])["html"] is None
 
     assert JOBS.claim(ctx.engine, job.id, "test-owner", 60) is not None
     JOBS.update_ours(ctx.engine, job.id, "test-owner", step=5, total_steps=100)
-    table, picker, key, shown = show_jobs(ctx, job.id, key, job.id)
-    assert "5 / 100" in table.to_string() and picker == gr.skip() and shown == gr.skip()
+    assert show_jobs(ctx, job.id, key, job.id) == (gr.skip(), gr.skip(), gr.skip())
+    moved = jobs_view(ctx, table["key"])
+    assert "5 / 100" in moved["html"] and moved["jobs"] == table["jobs"]  # no new job: the picker stays
 
     other = jobs.create_job(ctx, dataset_id, "demo")  # a new job: the picker lists it
-    table, picker, key, shown = show_jobs(ctx, job.id, key, job.id)
+    picker, key, shown = show_jobs(ctx, job.id, key, job.id)
     assert picker.value == job.id and [c[1] for c in picker.choices] == [other.id, job.id] and shown == gr.skip()
-    table, picker, key, shown = show_jobs(ctx, other.id, key, job.id)  # launched: the dashboard follows
+    assert jobs_view(ctx, moved["key"])["jobs"] != moved["jobs"]
+    picker, key, shown = show_jobs(ctx, other.id, key, job.id)  # launched: the dashboard follows
     assert picker.value == other.id and shown == other.id
+
+
+def test_the_jobs_table_escapes_names_and_says_when_there_is_none(ctx):
+    assert "No jobs yet" in jobs_view(ctx, "")["html"]
+    dataset_id = datasets.create_dataset(ctx, "t.jsonl", b'{"instruction": "a", "output": "b"}\n' * 4)[0].id
+    jobs.create_job(ctx, dataset_id, "demo", name="<img src=x onerror=alert(1)>")
+    html = jobs_view(ctx, "")["html"]
+    assert "&lt;img src=x" in html and "<img" not in html
 
 
 def test_the_dashboard_sends_only_the_panels_that_changed(ctx):
