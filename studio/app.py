@@ -84,7 +84,7 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
         import gradio as gr
 
         from studio.ui import dashboard_api
-        from studio.ui.app import CSS, build_rater_rules, build_ui
+        from studio.ui.app import CSS, TRAINER_CSS, build_rater_rules, build_ui
         from studio.ui.page_script import PageScript
         from studio.ui.rater_app import build_rater_ui
 
@@ -96,7 +96,7 @@ def create_app(settings: Settings, with_ui: bool = True) -> FastAPI:
         rater_rules = build_rater_rules(rater_page)
         app = gr.mount_gradio_app(app, rater_page, path=RATER_PAGE, **mount)
         page, ui_rules = build_ui(ctx)
-        app = gr.mount_gradio_app(app, page, path="/", **mount)
+        app = gr.mount_gradio_app(app, page, path="/", **{**mount, "css": TRAINER_CSS})
         app.add_middleware(PageScript, paths=("/", RATER_PAGE))
     # Outermost: the host, origin and login checks come before everything else.
     app.add_middleware(Gate, ctx=ctx, ui=ui_rules, rater_ui=rater_rules)

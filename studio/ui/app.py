@@ -75,7 +75,9 @@ CSS = """
 .studio-userbar { display: flex; gap: .8rem; align-items: center; justify-content: flex-end; font-size: .9rem; }
 .studio-hidden { display: none !important; }
 .studio-userbar button { border: 1px solid #ccc; border-radius: 6px; padding: .2rem .7rem; background: white; cursor: pointer; }
-""" + dashboard_js.CSS
+"""
+# The trainers' page only: the raters' page must not name jobs, not even in its CSS.
+TRAINER_CSS = CSS + dashboard_js.CSS
 
 
 def build_ui(ctx: StudioContext) -> tuple[gr.Blocks, UiRules]:
