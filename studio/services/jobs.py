@@ -82,20 +82,15 @@ def _progress(job: Job, session) -> Progress | None:
 
 
 def _public(job: Job, session) -> JobPublic:
+    return _public_with_progress(job, session)[0]
+
+
+def _public_with_progress(job: Job, session) -> tuple[JobPublic, Progress | None]:
     public = JobPublic(config=json.loads(job.config_json), **job.model_dump(exclude={"config_json"}))
     progress = _progress(job, session)
     if progress is not None:
         public.eta_seconds = progress.eta_seconds
-    return public
-
-
-def job_progress(ctx: StudioContext, job_id: int) -> Progress | None:
-    """The phase and ETA of a running job; None for a job that is not running."""
-    with session_scope(ctx.engine) as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"job {job_id} does not exist")
-        return _progress(job, session)
+    return public, progress
 
 
 def _metric_public(point: MetricPoint) -> MetricPublic:
@@ -285,11 +280,24 @@ def clone_job(ctx: StudioContext, job_id: int) -> JobPublic:
 
 
 def get_job(ctx: StudioContext, job_id: int) -> JobPublic:
+    return job_with_progress(ctx, job_id)[0]
+
+
+def job_with_progress(ctx: StudioContext, job_id: int) -> tuple[JobPublic, Progress | None]:
+    """The job and, while it runs, its phase and ETA, read together (progress reads every
+    metric point of the job: once)."""
     with session_scope(ctx.engine) as session:
         job = session.get(Job, job_id)
         if job is None:
             raise NotFound(f"job {job_id} does not exist")
-        return _public(job, session)
+        return _public_with_progress(job, session)
+
+
+def _require_job(ctx: StudioContext, job_id: int) -> None:
+    """NotFound unless the job exists (without get_job's progress, which reads every metric point)."""
+    with session_scope(ctx.engine) as session:
+        if session.get(Job, job_id) is None:
+            raise NotFound(f"job {job_id} does not exist")
 
 
 def list_jobs(ctx: StudioContext, limit: int = 200) -> list[JobPublic]:
@@ -304,7 +312,7 @@ def cancel_job(ctx: StudioContext, job_id: int) -> JobPublic:
 
 
 def job_metrics(ctx: StudioContext, job_id: int, after_step: int = -1) -> list[MetricPublic]:
-    get_job(ctx, job_id)
+    _require_job(ctx, job_id)
     with session_scope(ctx.engine) as session:
         points = session.exec(
             select(MetricPoint)
@@ -317,7 +325,7 @@ def job_metrics(ctx: StudioContext, job_id: int, after_step: int = -1) -> list[M
 def latest_metrics(ctx: StudioContext, job_id: int) -> list[MetricPublic]:
     """The newest eval point and the newest train point (in that order), for the
     dashboard's figures: two rows, however long the run."""
-    get_job(ctx, job_id)
+    _require_job(ctx, job_id)
     with session_scope(ctx.engine) as session:
         newest = [
             session.exec(
@@ -330,7 +338,7 @@ def latest_metrics(ctx: StudioContext, job_id: int) -> list[MetricPublic]:
 
 
 def job_samples(ctx: StudioContext, job_id: int) -> list[SamplePublic]:
-    get_job(ctx, job_id)
+    _require_job(ctx, job_id)
     with session_scope(ctx.engine) as session:
         samples = session.exec(
             select(Sample).where(Sample.job_id == job_id).order_by(Sample.step, Sample.probe_index)
@@ -341,7 +349,7 @@ def job_samples(ctx: StudioContext, job_id: int) -> list[SamplePublic]:
 def job_checkpoints(ctx: StudioContext, job_id: int) -> list[CheckpointPublic]:
     """Every checkpoint the job saved, each saying whether its folder is still on disk
     ("keep last" deletes older ones; a delete by hand does too)."""
-    get_job(ctx, job_id)
+    _require_job(ctx, job_id)
     with session_scope(ctx.engine) as session:
         rows = session.exec(select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step)).all()
         saved = [CheckpointPublic.model_validate(c, from_attributes=True) for c in rows]

@@ -201,17 +201,9 @@ def _key(value) -> str:
     return hashlib.blake2b(repr(value).encode(), digest_size=8).hexdigest()
 
 
-PANELS = ("status", "figures", "samples", "logs")
-
-
 def _job_with_status(ctx: StudioContext, job_id: int) -> tuple[JobPublic, str]:
     """The job and its status HTML (raises NotFound)."""
-    # progress first: a job that ends between the two reads shows as ended, not as running
-    # with no phase
-    progress = jobs.job_progress(ctx, job_id)
-    job = jobs.get_job(ctx, job_id)
-    if progress is None and job.status == JobStatus.running:  # it started between the reads
-        progress = jobs.job_progress(ctx, job_id)
+    job, progress = jobs.job_with_progress(ctx, job_id)  # one read: the phase matches the status
     live = job.status != JobStatus.queued or any(w.alive for w in jobs.list_workers(ctx))
     return job, status_html(job, live, progress)
 

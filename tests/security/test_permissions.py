@@ -129,11 +129,13 @@ def test_the_uis_dashboard_routes_admit_trainers_only(studio):
         with _client(url, tokens, who) as client:
             answer = client.get("/api/jobs/999/dashboard")
             table = client.get("/api/ui/jobs-table", params={"have": "<script>"})
+            bad = client.get("/api/jobs/1/dashboard", params={"status": "f" * 10_000, "logs": "../../etc"})
         assert _outcome(answer.status_code) == _expected(rule, who), (who, answer.status_code, answer.text[:200])
         assert _outcome(table.status_code) == _expected(rule, who), (who, table.status_code)
         if _expected(rule, who) == "allowed":
             assert answer.status_code == 404 and "999" in answer.text  # no such job, said plainly
             assert table.status_code == 422 and "have" in table.text  # a key is 16 hex digits at most
+            assert bad.status_code == 422 and "status" in bad.text and "logs" in bad.text
 
 
 def test_every_gradio_event_has_a_rule_and_the_gate_enforces_it(studio):
