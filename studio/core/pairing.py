@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import random
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Mapping, NamedTuple, Optional, Sequence
+from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 
 @dataclass(frozen=True)
@@ -66,30 +66,23 @@ def a_side(seed: int | str, item_key: Hashable) -> bool:
     return digest[0] & 1 == 1
 
 
-class Candidate(NamedTuple):
-    """An item a rater might get: its id, its pair (unordered), and how many ratings it
-    has or has been promised (open assignments). A tuple: the queue makes one per item of
-    the campaign on every request, and a frozen dataclass costs twice as much."""
-
-    item_id: int
-    pair: frozenset
-    taken: int
-
-
-def next_item(candidates: Iterable[Candidate], seen_pairs: Mapping[frozenset, int], wanted: int,
-              already: Iterable[int] = (), seed: int | str = 0) -> Optional[int]:
-    """The item to give a rater next, or None when nothing is left for them.
+def next_item(pairs: Mapping[int, frozenset], taken: Mapping[int, int], seen_pairs: Mapping[frozenset, int],
+              wanted: int, already: Iterable[int] = (), seed: int | str = 0) -> Optional[int]:
+    """The item to give a rater next, or None when nothing is left for them. `pairs` maps
+    each item to its (unordered) contestant pair; `taken` says how many ratings an item has
+    or has been promised (open assignments), none meaning 0.
 
     Skips items the rater has had and items that already have `wanted` ratings. Prefers
     the item with fewest ratings (so items fill evenly), then the pair this rater has seen
-    least (a mix), then a seeded hash (so raters do not all get the same item)."""
+    least (a mix), then a seeded hash (so raters do not all get the same item). Plain ids
+    and dict lookups: the queue calls this for every item of the campaign on each request."""
     had = set(already)
-    open_items = [c for c in candidates if c.item_id not in had and c.taken < wanted]
+    open_items = [i for i in pairs if i not in had and taken.get(i, 0) < wanted]
     if not open_items:
         return None
     # Narrow by the cheap keys first; hash only the items still tied.
-    fewest = min(c.taken for c in open_items)
-    open_items = [c for c in open_items if c.taken == fewest]
-    least_seen = min(seen_pairs.get(c.pair, 0) for c in open_items)
-    open_items = [c for c in open_items if seen_pairs.get(c.pair, 0) == least_seen]
-    return min(open_items, key=lambda c: hashlib.sha256(f"{seed}:{c.item_id}".encode()).digest()).item_id
+    fewest = min(taken.get(i, 0) for i in open_items)
+    open_items = [i for i in open_items if taken.get(i, 0) == fewest]
+    least_seen = min(seen_pairs.get(pairs[i], 0) for i in open_items)
+    open_items = [i for i in open_items if seen_pairs.get(pairs[i], 0) == least_seen]
+    return min(open_items, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest())

@@ -35,7 +35,7 @@ from sqlmodel import select
 
 from studio.core import leaderboard as board_math
 from studio.core.config import ConfigError
-from studio.core.pairing import Candidate, a_side, schedule_pairs
+from studio.core.pairing import a_side, schedule_pairs
 from studio.core.pairing import next_item as choose_item
 from studio.db import session_scope
 from studio.models import Campaign, CampaignAssignment, CampaignItem, EvalRow, EvalRun, JobStatus, Rating, utcnow
@@ -322,14 +322,51 @@ def _public_item(plan: _Plan, item, done: int) -> dict[str, Any]:
     }
 
 
+class _Taken:
+    """Per campaign, how many ratings each item has or is promised, as this process last
+    read them plus the assignments it made since. Only a hint for the choice: the INSERT
+    still checks the slot, a lost slot reads afresh, and "nothing left" is said only after
+    a fresh read. It is read again when older than TAKEN_TTL_S (other processes, expired
+    holds)."""
+
+    def __init__(self) -> None:
+        self.turn = threading.Lock()
+        self.counts: dict[int, int] = {}
+        self.read_at = float("-inf")
+
+    def get(self, conn, campaign_id: int, fresh: bool) -> dict[int, int]:
+        now = time.monotonic()
+        if fresh or now - self.read_at > TAKEN_TTL_S:
+            counts = dict(conn.execute(_TAKEN, {"campaign_id": campaign_id, "cutoff": time.time() - HOLD_SECONDS}).all())
+            with self.turn:
+                self.counts, self.read_at = counts, now
+        return self.counts
+
+    def took(self, item_id: int) -> None:
+        with self.turn:
+            self.counts = {**self.counts, item_id: self.counts.get(item_id, 0) + 1}
+
+
+TAKEN_TTL_S = 1.0
+_TAKEN_SEEN: "weakref.WeakKeyDictionary[Any, dict[int, _Taken]]" = weakref.WeakKeyDictionary()
+
+
+def _taken_for(ctx: StudioContext, campaign_id: int) -> _Taken:
+    with _PLANS_TURN:
+        return _TAKEN_SEEN.setdefault(ctx.engine, {}).setdefault(campaign_id, _Taken())
+
+
 def next_item(ctx: StudioContext, campaign_id: int, rater: str) -> Optional[dict[str, Any]]:
     """The rater's next item (assigned to them now), or None when nothing is left for them.
     An item they were given and have not rated yet comes back first (a reload, a retry).
 
     20 raters polling at once share one web process, and SQLite one writer: the choice is
-    read outside the queue's turn with two prepared queries (the campaign's items and
-    their pairs are read once per process); the turn holds one conditional INSERT."""
+    made outside the queue's turn from the rater's own assignments and the items' counts
+    (`_Taken`; the campaign's items and their pairs are read once per process); the turn
+    holds one conditional INSERT."""
     plan = _plan(ctx, campaign_id)
+    counts = _taken_for(ctx, campaign_id)
+    fresh = False
     with ctx.engine.connect() as conn:
         for _ in range(NEXT_TRIES):
             mine = conn.execute(_MINE, {"campaign_id": campaign_id, "rater": rater}).all()
@@ -337,27 +374,29 @@ def next_item(ctx: StudioContext, campaign_id: int, rater: str) -> Optional[dict
             pick = next((m.item_id for m in mine if not m.rated), None)
             if pick is not None:
                 break
-            cutoff = time.time() - HOLD_SECONDS
-            taken = dict(conn.execute(_TAKEN, {"campaign_id": campaign_id, "cutoff": cutoff}).all())
-            candidates = [Candidate(i, pair, taken.get(i, 0)) for i, pair in plan.pairs.items()]
+            taken = counts.get(conn, campaign_id, fresh)
             seen = Counter(plan.pairs[m.item_id] for m in mine)
-            pick = choose_item(candidates, seen, plan.ratings_per_item, already=[m.item_id for m in mine],
+            pick = choose_item(plan.pairs, taken, seen, plan.ratings_per_item, already=[m.item_id for m in mine],
                                seed=f"{plan.seed}:{rater}")
             if pick is None:
-                return None
+                if fresh:
+                    return None
+                fresh = True  # a hold may have lapsed since the counts were read
+                continue
             conn.rollback()  # end the reads' transaction: the INSERT's count must see the latest
             try:
                 with _QUEUE_TURN:
                     won = conn.execute(_ASSIGN, {"campaign_id": campaign_id, "item_id": pick, "rater": rater,
-                                                 "now": time.time(), "cutoff": cutoff,
+                                                 "now": time.time(), "cutoff": time.time() - HOLD_SECONDS,
                                                  "wanted": plan.ratings_per_item}).rowcount == 1
                     conn.commit()
             except IntegrityError:  # the same rater asked twice at once: the other request assigned it
                 conn.rollback()
                 continue
             if won:
+                counts.took(pick)
                 break
-            # Its last slot went to another rater since the choice: choose again.
+            fresh = True  # its last slot went to someone else since the counts were read
         else:
             raise CampaignRefused("the queue is busy: try again in a moment")
         item = conn.execute(_TEXTS, {"item_id": pick}).one()

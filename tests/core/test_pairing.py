@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from studio.core.pairing import Candidate, a_side, all_pairs, next_item, schedule_pairs
+from studio.core.pairing import a_side, all_pairs, next_item, schedule_pairs
 
 
 @pytest.mark.parametrize("n_models,n_prompts,per_prompt", [(2, 10, 1), (3, 100, 1), (5, 97, 1), (8, 50, 3), (4, 31, 6)])
@@ -49,19 +49,19 @@ def test_coin_is_a_function_of_seed_and_item():
 
 
 def _items(n_items, pairs):
-    return [Candidate(i, frozenset(pairs[i % len(pairs)]), 0) for i in range(n_items)]
+    """Item id -> its pair."""
+    return {i: frozenset(pairs[i % len(pairs)]) for i in range(n_items)}
 
 
 def test_a_rater_never_gets_an_item_twice_and_each_item_gets_its_ratings():
     pairs = all_pairs(["a", "b", "c"])
-    items = {c.item_id: c for c in _items(12, pairs)}
+    items = _items(12, pairs)
     taken = Counter()
     given = {r: [] for r in ("r1", "r2", "r3", "r4")}
     for _ in range(20):
         for rater in given:
-            candidates = [Candidate(i, c.pair, taken[i]) for i, c in items.items()]
-            seen = Counter(items[i].pair for i in given[rater])
-            pick = next_item(candidates, seen, wanted=3, already=given[rater], seed=rater)
+            seen = Counter(items[i] for i in given[rater])
+            pick = next_item(items, taken, seen, wanted=3, already=given[rater], seed=rater)
             if pick is not None:
                 given[rater].append(pick)
                 taken[pick] += 1
@@ -75,14 +75,14 @@ def test_each_rater_gets_a_mix_of_pairs():
     items = _items(60, pairs)
     given = []
     for _ in range(12):
-        seen = Counter(items[i].pair for i in given)
-        pick = next_item(items, seen, wanted=1, already=given, seed="solo")
+        seen = Counter(items[i] for i in given)
+        pick = next_item(items, {}, seen, wanted=1, already=given, seed="solo")
         given.append(pick)
     # The first 12 items cover every pair twice.
-    assert Counter(items[i].pair for i in given) == {frozenset(p): 2 for p in pairs}
+    assert Counter(items[i] for i in given) == {frozenset(p): 2 for p in pairs}
 
 
 def test_nothing_left_is_none():
-    items = [Candidate(0, frozenset("ab"), 3), Candidate(1, frozenset("ab"), 0)]
-    assert next_item(items, {}, wanted=3, already=[1]) is None
-    assert next_item(items, {}, wanted=3, already=[]) == 1
+    items, taken = {0: frozenset("ab"), 1: frozenset("ab")}, {0: 3}
+    assert next_item(items, taken, {}, wanted=3, already=[1]) is None
+    assert next_item(items, taken, {}, wanted=3, already=[]) == 1

@@ -7,13 +7,14 @@ while another request is writing."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
 from sqlmodel import select
 
 from studio.db import session_scope
-from studio.models import Campaign, CampaignAssignment, EvalRow, EvalRun, JobStatus, Rating
+from studio.models import Campaign, CampaignAssignment, CampaignItem, EvalRow, EvalRun, JobStatus, Rating
 from studio.services import campaigns
 
 pytestmark = pytest.mark.db
@@ -108,3 +109,29 @@ def test_reads_do_not_wait_for_the_queues_turn(ctx):
     assert answers["reload"]["item_id"] == pending["item_id"]
     stored, created = answers["replay"]
     assert not created and stored["item_id"] == rated["item_id"]
+
+
+def test_a_lapsed_hold_frees_its_slot_though_the_counts_were_just_read(ctx, monkeypatch):
+    """The queue keeps each item's count in memory between reads: "nothing left" must
+    still come from the database, or a slot freed since the last read stays lost."""
+    monkeypatch.setattr(campaigns, "HOLD_SECONDS", 0.2)
+    campaign_id = open_campaign(ctx, prompts=1, ratings_per_item=1)
+    held = campaigns.next_item(ctx, campaign_id, "rater1")  # the counts now say: full
+    time.sleep(0.3)  # rater1 walked away; their hold lapsed
+    assert campaigns.next_item(ctx, campaign_id, "rater2")["item_id"] == held["item_id"]
+
+
+def test_a_slot_taken_by_another_process_is_not_given_twice(ctx):
+    """Another web process (or a row written since the counts were read) took an item's
+    last slot: the assigning INSERT refuses it, and the queue reads again and moves on."""
+    campaign_id = open_campaign(ctx, prompts=2, ratings_per_item=1)
+    first = campaigns.next_item(ctx, campaign_id, "rater1")  # counts read now
+    with session_scope(ctx.engine) as session:
+        items = session.exec(select(CampaignItem.id).where(CampaignItem.campaign_id == campaign_id)).all()
+        other = next(i for i in items if i != first["item_id"])
+        session.add(CampaignAssignment(campaign_id=campaign_id, item_id=other, rater="elsewhere",
+                                       assigned_at=time.time()))
+    assert campaigns.next_item(ctx, campaign_id, "rater2") is None
+    with session_scope(ctx.engine) as session:
+        mine = session.exec(select(CampaignAssignment).where(CampaignAssignment.rater == "rater2")).all()
+    assert mine == []
