@@ -12,6 +12,8 @@ all see exactly the same rows and trained tokens:
       real job record, the studio's default settings (packing) with
       training.tokens_per_step = N x 1024: rows packed into sequences of <= 512 tokens,
       N x 2 of them a step. 4k is the default (batch 8 x max length 512);
+  4k own loss: studio 4k with training.fused_loss off (the model's own loss over full
+      logits), to show what the fused loss saves;
   LF plain / LF neat (with --llamafactory PATH/bin/python): LLaMA-Factory's CLI under that
       venv, batch 8, padded or `neat_packing` (see run_llamafactory; the README says how to
       build the venv). Goals against its best: studio >= 1.3x tokens/s at <= 0.6x peak RSS.
@@ -510,6 +512,8 @@ def main() -> None:
     configs = {"plain": {}}
     for budget in (int(b) for b in args.budgets.split(",") if b.strip()):
         configs[f"studio {budget / 1024:g}k"] = deep_merge(base, {"training": {"tokens_per_step": budget}})
+    if "studio 4k" in configs:  # the same step with the model's own loss: what the fused loss saves
+        configs["4k own loss"] = deep_merge(configs["studio 4k"], {"training": {"fused_loss": False}})
     if args.llamafactory:
         configs.update({name: {} for name in LLAMAFACTORY})
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,7 +52,7 @@ from studio.core.templates import (
     stop_renders_when,
     render_prompt,
 )
-from worker import checkpoints
+from worker import checkpoints, fused_loss
 from worker.callbacks import JobRun, StudioCallback
 from worker.generation import generate
 from worker.packing import PackedCollator, pack_steps, padding_share
@@ -341,12 +341,43 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
         )
     attention = getattr(model.config, "_attn_implementation", None) or "default"
     args = training_arguments(t, str(job.paths.checkpoints), job.log, attention)
-    trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=make_collator(tokenizer, t))
+    fits, why = fused_loss.applies(model) if t.fused_loss else (False, "training.fused_loss is off")
+    head = fused_loss.output_layer(model) if fits else None
+    job.log(f"loss: cross-entropy fused with the output layer, {fused_loss.chunk_tokens(head.out_features)} "
+            "tokens a chunk, response tokens only" if fits else f"loss: the model's own ({why})")
+    trainer = StudioTrainer(model=model, args=args, train_dataset=train, data_collator=make_collator(tokenizer, t),
+                            head=head)
     evaluator = Evaluator(trainer, tokenizer, data, job)
     # a fresh LoRA adapter is a no-op (B = 0), so the base model is the model with it off
     trainer.add_callback(StudioCallback(job, evaluator, base_later=hasattr(model, "peft_config")))
     trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(job.paths.tensorboard))))
     return trainer
+
+
+class StudioTrainer(Trainer):
+    """The HF Trainer, with the training loss fused with the output layer when `head` is
+    given (worker.fused_loss); evaluation keeps the model's own loss."""
+
+    def __init__(self, *args, head: torch.nn.Linear | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.head = head
+        if head is not None:
+            self.loss_is_scaled_for_ga = True  # compute_loss divides by the tokens of the whole update
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.head is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        features = {k: v for k, v in inputs.items() if k != "labels"}
+        with fused_loss.hidden_out(self.head):
+            outputs = model(**features)
+        total, count = fused_loss.linear_cross_entropy(outputs.logits, self.head, inputs["labels"])
+        if num_items_in_batch is None:  # the mean of this batch, as a share of the update
+            loss = total / max(count, 1) / self.current_gradient_accumulation_steps
+        else:
+            loss = total / num_items_in_batch
+            if self.args.average_tokens_across_devices:  # the count is of every rank's tokens
+                loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
 
 def training_arguments(

@@ -202,6 +202,13 @@ class TrainingSection(Section):
         description="Recompute activations in the backward pass: much less memory at ~35% extra "
         "compute. Turn on only when a run does not fit.",
     )
+    fused_loss: bool = Field(
+        default=True,
+        description="Compute the loss together with the output layer, a chunk of tokens at a time, and "
+        "only on response tokens: the step's logits are never all in memory (they dominate a small "
+        "model's memory). Models whose logits are more than that layer (soft-capping) keep their own; "
+        "the job log says which.",
+    )
     optim: Literal["adamw", "adamw_8bit"] = Field(
         default="adamw",
         description="Optimizer. adamw_8bit keeps its state in 8 bits (bitsandbytes, CUDA only; on a "

@@ -120,6 +120,7 @@ class Shape:
     heads: int
     kv_heads: int
     tied: bool
+    plain_head: bool = True  # logits are just the output layer's product: the fused loss applies
 
     @property
     def linear_params(self) -> int:
@@ -156,6 +157,7 @@ def read_shape(model_config) -> Shape:
         heads=heads,
         kv_heads=get("num_key_value_heads", default=heads),
         tied=bool(get("tie_word_embeddings", default=True)),
+        plain_head=get("final_logit_softcapping", "logit_scale") is None,
     )
 
 
@@ -217,12 +219,16 @@ def plan_job(config: JobConfig, shape: Shape, device: Device, counts: tuple[int,
     # each padded to at most max_length
     tokens = training.sequences_per_step * training.max_length
     act_bytes = 2 if precision in ("bf16", "fp16") else 4
-    activations = tokens * shape.layers * _saved_values(shape, adapter, device) * act_bytes
+    activations = full_activations = tokens * shape.layers * _saved_values(shape, adapter, device) * act_bytes
     if training.gradient_checkpointing:
-        activations = tokens * shape.layers * shape.hidden * act_bytes + activations // shape.layers
-    logits = tokens * shape.vocab * 4 * 2  # fp32 logits and their gradient
+        activations = tokens * shape.layers * shape.hidden * act_bytes + full_activations // shape.layers
+    if training.fused_loss and shape.plain_head:  # a chunk's logits and their gradient; the hidden states' gradient
+        logits = 2 * LOSS_CHUNK_BYTES + tokens * shape.hidden * 4
+    else:
+        logits = tokens * shape.vocab * 4 * 2  # fp32 logits and their gradient
     runtime = 0 if device.cuda else CPU_RUNTIME_BYTES
     memory = int(1.1 * (weight_bytes + state + activations + logits)) + runtime
+    unchecked = memory + int(1.1 * (full_activations - activations))  # the same step without checkpointing
 
     warnings = [precision_note] if precision_note else []
     warnings += _method_warnings(adapter, device)
@@ -243,7 +249,7 @@ def plan_job(config: JobConfig, shape: Shape, device: Device, counts: tuple[int,
             + ("" if adapter.method in ("qlora", "lora8bit") else ", or use QLoRA on a GPU")
             + "."
         )
-    elif training.gradient_checkpointing and memory < 0.3 * device.memory_bytes:
+    elif training.gradient_checkpointing and unchecked < 0.6 * device.memory_bytes:
         warnings.append("Gradient checkpointing costs about 35% speed and memory looks ample: consider turning it off.")
     return Plan(total, trainable, memory, precision, warnings)
 
@@ -271,6 +277,7 @@ def smaller_step_advice(training: TrainingSection) -> str:
 # On a CPU the peak RSS also holds the process: Python with torch, transformers and peft
 # (RSS ~0.45 GiB with the bench's 28M model loaded) and the allocator's working set of a step.
 CPU_RUNTIME_BYTES = int(0.6 * GIB)
+LOSS_CHUNK_BYTES = 64 * 2**20  # fp32 logits of one chunk of the fused loss (worker.fused_loss)
 
 
 def _saved_values(shape: Shape, adapter: AdapterSection, device: Device) -> int:

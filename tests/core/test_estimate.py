@@ -161,3 +161,28 @@ def test_cpu_estimate_is_near_the_measured_peak_rss(tokens_per_step, dropout, pe
     config = build_config({"adapter": adapter, "training": {"tokens_per_step": tokens_per_step, "max_length": 512}})
     plan = plan_job(config, BENCH_LLAMA, OLD_CPU)
     assert plan.memory_bytes / 2**20 == pytest.approx(peak_mb, rel=0.25)
+
+
+def test_checkpointing_is_called_needless_only_when_the_step_fits_without_it():
+    """The advice to turn gradient checkpointing off looks at the step without it: 7B QLoRA
+    at 4 x 1024 tokens needs about 23 GiB unchecked, so not on a 24 GB card; on an 80 GB one, yes."""
+    config = build_config(preset="7B QLoRA on one 24 GB GPU")
+    advice = lambda device: [w for w in plan_job(config, LLAMA_7B, device).warnings if "checkpointing costs" in w]  # noqa: E731
+    assert plan_job(config, LLAMA_7B, RTX_24GB).memory_bytes < 8 * GIB  # checkpointed, it is small...
+    assert advice(RTX_24GB) == []  # ...but it would not fit without
+    assert advice(A100) != []
+
+
+def test_the_fused_loss_leaves_the_logits_out_of_the_estimate():
+    """Full logits of a 128k vocabulary at 4k tokens are 4 GiB (fp32 and gradient); the fused
+    loss holds one chunk. A soft-capped model (Gemma 2) keeps its own loss, and its cost."""
+    from dataclasses import replace
+
+    big_vocab = replace(LLAMA_7B, vocab=128_256)
+    training = {"batch_size": 4, "max_length": 1024}
+    memory = lambda fused, shape=big_vocab: plan_job(  # noqa: E731
+        build_config({"training": {**training, "fused_loss": fused}}), shape, A100).memory_bytes
+    saved = memory(False) - memory(True)
+    assert 3.5 * GIB < saved < 4.5 * GIB
+    capped = replace(big_vocab, plain_head=False)
+    assert memory(True, capped) == memory(False, capped)
