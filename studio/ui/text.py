@@ -420,6 +420,7 @@ TEXT: dict[str, str] = {
     "field.training.sample_every": "Sample and evaluate every (steps)",
     "field.training.max_new_tokens": "Max new tokens (samples)",
     "field.training.evaluate_when_done": "Evaluate when done",
+    "field.training.fused_loss": "Fused loss (less memory)",
     # export panel (jobs tab)
     "export.title": "Export",
     "export.help": (
