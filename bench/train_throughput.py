@@ -302,7 +302,8 @@ def run_studio(model_dir: Path, data_file: Path, out_dir: Path, overrides: dict)
     result: dict = {}
     untimed_evaluation(trainer, counter, result)
     trainer.add_callback(timer_callback(counter, result))
-    trainer.train()
+    with recipe.freed_memory_kept(run.log):  # as recipe.run trains
+        trainer.train()
     run.writer.close()
     _, held_rows = split([json.loads(line) for line in data_file.read_text().splitlines()])
     held = encode_rows(tokenizer, held_rows)
