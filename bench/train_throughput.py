@@ -410,6 +410,7 @@ def interleaved_steps(model_dir: Path, data_file: Path, budgets: list[int], roun
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from worker import recipe
     from worker.packing import PackedCollator, pack_rows
 
     torch.manual_seed(SEED)
@@ -423,18 +424,23 @@ def interleaved_steps(model_dir: Path, data_file: Path, budgets: list[int], roun
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
     collate = PackedCollator(tokenizer.pad_token_id)
     rates: dict[int, list[float]] = {b: [] for b in budgets}
+    with recipe.freed_memory_kept(lambda _: None):  # as recipe.run trains
+        _interleave(model, optimizer, collate, bins, budgets, rounds, rates)
+    return {str(b): statistics.median(r) for b, r in rates.items()}
+
+
+def _interleave(model, optimizer, collate, bins, budgets, rounds, rates) -> None:
     for round_ in range(rounds + 1):  # round 0 warms up
         for budget in budgets:
             per_step = budget // MAX_LENGTH
             start = (round_ * per_step) % max(1, len(bins) - per_step)
             chunk = bins[start : start + per_step]
             began = time.perf_counter()
-            model(**collate(chunk)).loss.backward()
+            model(**collate([chunk])).loss.backward()  # one step of bins
             optimizer.step()
             optimizer.zero_grad()
             if round_:
                 rates[budget].append(sum(len(b["input_ids"]) for b in chunk) / (time.perf_counter() - began))
-    return {str(b): statistics.median(r) for b, r in rates.items()}
 
 
 # --- the parent: build once, run each config in its own process, compare -----------
@@ -528,7 +534,9 @@ def main() -> None:
         if args.interleaved:
             cmd = [sys.executable, __file__, "--child", "interleaved", "--workdir", str(workdir),
                    "--budgets", args.budgets, "--studio", str(args.interleaved)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"interleaved steps failed:\n{done.stderr[-3000:]}")
             rates = json.loads(done.stdout.strip().splitlines()[-1])
             first = next(iter(rates.values()))
             for budget, rate in rates.items():
