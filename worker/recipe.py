@@ -385,6 +385,7 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
     head = fused_loss.output_layer(model) if fits else None
     job.log(f"loss: cross-entropy fused with the output layer, {fused_loss.chunk_tokens(head.out_features)} "
             "tokens a chunk, response tokens only" if fits else f"loss: the model's own ({why})")
+    job.log(COMPILE_NOTE_CUDA if torch.cuda.is_available() else COMPILE_NOTE_CPU)
     trainer = StudioTrainer(model=model, args=args, train_dataset=train, data_collator=make_collator(tokenizer, t),
                             head=head)
     evaluator = Evaluator(trainer, tokenizer, data, job)
@@ -392,6 +393,12 @@ def build_trainer(model, tokenizer, data: PreparedData, job: JobRun) -> Trainer:
     trainer.add_callback(StudioCallback(job, evaluator, base_later=hasattr(model, "peft_config")))
     trainer.add_callback(TensorBoardCallback(SummaryWriter(log_dir=str(job.paths.tensorboard))))
     return trainer
+
+
+# torch.compile stays off until bench/compile.py shows it pays on the device: on 2 CPU
+# cores a compiled step was 0.95-1.02x an eager one, after 20-70 s of compiling.
+COMPILE_NOTE_CPU = "torch.compile: off (on a CPU it did not pay: 0.95-1.02x a step after 20-70 s of compiling)"
+COMPILE_NOTE_CUDA = "torch.compile: off (not yet measured on a GPU; bench/compile.py measures it)"
 
 
 class StudioTrainer(Trainer):

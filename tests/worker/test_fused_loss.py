@@ -130,6 +130,7 @@ def test_a_job_trains_the_same_with_the_fused_loss_on_or_off(run_here, ctx):
         logs = jobs.job_logs(ctx, job.id)
         assert any(("loss: cross-entropy fused with the output layer" in line) == fused for line in logs
                    if " loss: " in line), logs
+        assert any("torch.compile: off (on a CPU it did not pay" in line for line in logs), logs
     (train_off, eval_off), (train_on, eval_on) = curves[False], curves[True]
     assert len(train_on) == 4 and train_on == pytest.approx(train_off, abs=2e-4)
     assert eval_on == pytest.approx(eval_off, abs=2e-4)
