@@ -204,10 +204,10 @@ class TrainingSection(Section):
     )
     fused_loss: bool = Field(
         default=True,
-        description="Compute the loss together with the output layer, a chunk of tokens at a time, and "
-        "only on response tokens: the step's logits are never all in memory (they dominate a small "
-        "model's memory). Models whose logits are more than that layer (soft-capping) keep their own; "
-        "the job log says which.",
+        description="Compute the loss together with the output layer, a chunk of tokens at a time, on "
+        "response tokens only: the step's logits are never all in memory (most saved with big "
+        "vocabularies), and steps are faster. Models with soft-capped logits keep their own loss; the "
+        "job log says which.",
     )
     optim: Literal["adamw", "adamw_8bit"] = Field(
         default="adamw",
