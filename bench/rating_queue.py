@@ -9,11 +9,16 @@ The campaign's answers are written straight into a succeeded evaluation run (syn
 texts for 4 contestants), so the figure is the queue's, not generation's.
 
     python bench/rating_queue.py [--raters 20] [--prompts 300] [--ratings-per-item 3] [--think 1.5]
+        [--postgres postgresql://postgres@127.0.0.1:5432]
+
+--postgres runs the studio on a new database of that server (created, then dropped), as
+docker-compose deploys it, instead of SQLite.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import statistics
@@ -56,14 +61,15 @@ def _campaign(ctx, prompts: int, ratings_per_item: int) -> int:
     return campaign_id
 
 
-def bench_next(raters: int = 20, prompts: int = 300, ratings_per_item: int = 3, think: float = 0.0) -> dict:
+def bench_next(raters: int = 20, prompts: int = 300, ratings_per_item: int = 3, think: float = 0.0,
+               database_url: str | None = None) -> dict:
     from studio.migrate import upgrade
     from studio.services import accounts
     from studio.services.context import StudioContext
     from studio.settings import Settings
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-queue-"))
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, database_url=database_url)
     upgrade(settings.db_url)
     ctx = StudioContext.from_settings(settings)
     tokens = []
@@ -148,12 +154,33 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=300)
     parser.add_argument("--ratings-per-item", type=int, default=3)
     parser.add_argument("--think", type=float, default=None, help="one pass with this mean reading time")
+    parser.add_argument("--postgres", metavar="URL", help="a PostgreSQL server to run on (a new database, dropped after)")
     args = parser.parse_args()
     for think in ([args.think] if args.think is not None else [0.0, 1.5]):
-        r = bench_next(args.raters, args.prompts if think == 0 else min(args.prompts, 100), args.ratings_per_item, think)
-        print(report(r))
+        prompts = args.prompts if think == 0 else min(args.prompts, 100)
+        with _database(args.postgres) as url:
+            r = bench_next(args.raters, prompts, args.ratings_per_item, think, url)
+        print(("PostgreSQL " if url else "SQLite ") + report(r))
         for e in r["errors"][:5]:
             print("  ", e)
+
+
+@contextlib.contextmanager
+def _database(server: str | None):
+    """None (SQLite), or the URL of a new database on server, dropped afterwards."""
+    if not server:
+        yield None
+        return
+    import psycopg
+
+    name = f"bench_queue_{os.getpid()}_{random.randrange(10**6)}"
+    with psycopg.connect(server.rstrip("/") + "/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{server.rstrip('/')}/{name}"
+    finally:
+        with psycopg.connect(server.rstrip("/") + "/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 if __name__ == "__main__":
