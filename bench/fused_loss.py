@@ -70,9 +70,7 @@ def child(vocab: int, fused: bool, steps: int, tokens: int) -> dict:
         if head is None:
             loss = model(**batch).loss
         else:
-            with fused_loss.hidden_out(head):
-                hidden = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-            total, count = fused_loss.linear_cross_entropy(hidden, head, batch["labels"])
+            _, total, count = fused_loss.forward_loss(model, head, batch)
             loss = total / count
         loss.backward()
         optim.step()

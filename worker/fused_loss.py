@@ -18,12 +18,12 @@ through the output layer). Models whose logits are more than the output layer's 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
 
-from studio.core.estimate import LOSS_CHUNK_BYTES
+from studio.core.estimate import LOSS_CHUNK_BYTES, plain_logits
 from studio.core.templates import IGNORE_INDEX
 
 
@@ -38,7 +38,7 @@ def output_layer(model) -> Optional[torch.nn.Linear]:
     config = getattr(model, "config", None)
     if not isinstance(head, torch.nn.Linear) or config is None:
         return None
-    if getattr(config, "final_logit_softcapping", None) is not None or getattr(config, "logit_scale", None) is not None:
+    if not plain_logits(config):
         return None
     if head.out_features != getattr(config, "vocab_size", head.out_features):
         return None
@@ -125,3 +125,13 @@ def linear_cross_entropy(hidden: torch.Tensor, head: torch.nn.Linear, labels: to
         return hidden.sum() * 0.0, 0  # keeps the graph, so backward still runs
     chunk = chunk or chunk_tokens(head.out_features)
     return _LinearCrossEntropy.apply(rows, head.weight, head.bias, targets, chunk), int(targets.shape[0])
+
+
+def forward_loss(model, head: torch.nn.Linear, batch: Mapping[str, torch.Tensor],
+                 chunk: Optional[int] = None) -> tuple[Any, torch.Tensor, int]:
+    """(the model's outputs, whose logits are its hidden states; the summed loss; the number
+    of labelled positions) for a batch with labels, through the fused loss."""
+    with hidden_out(head):
+        outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+    total, count = linear_cross_entropy(outputs.logits, head, batch["labels"], chunk)
+    return outputs, total, count

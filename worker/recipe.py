@@ -414,10 +414,7 @@ class StudioTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.head is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        features = {k: v for k, v in inputs.items() if k != "labels"}
-        with fused_loss.hidden_out(self.head):
-            outputs = model(**features)
-        total, count = fused_loss.linear_cross_entropy(outputs.logits, self.head, inputs["labels"])
+        outputs, total, count = fused_loss.forward_loss(model, self.head, inputs)
         if num_items_in_batch is None:  # the mean of this batch, as a share of the update
             loss = total / max(count, 1) / self.current_gradient_accumulation_steps
         else:

@@ -157,8 +157,14 @@ def read_shape(model_config) -> Shape:
         heads=heads,
         kv_heads=get("num_key_value_heads", default=heads),
         tied=bool(get("tie_word_embeddings", default=True)),
-        plain_head=get("final_logit_softcapping", "logit_scale") is None,
+        plain_head=plain_logits(model_config),
     )
+
+
+def plain_logits(model_config) -> bool:
+    """Whether the model's logits are just its output layer's product (no soft-capping as in
+    Gemma 2, no logit scale as in Cohere): then the fused loss can stand in for its own."""
+    return all(getattr(model_config, name, None) is None for name in ("final_logit_softcapping", "logit_scale"))
 
 
 def find_target_modules(model) -> list[str]:

@@ -39,10 +39,7 @@ def _own(model, batch):
 
 def _fused(model, batch, chunk):
     model.zero_grad()
-    head = fused_loss.output_layer(model)
-    with fused_loss.hidden_out(head):
-        hidden = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    total, count = fused_loss.linear_cross_entropy(hidden, head, batch["labels"], chunk=chunk)
+    _, total, count = fused_loss.forward_loss(model, fused_loss.output_layer(model), batch, chunk)
     loss = total / count
     loss.backward()
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
