@@ -194,6 +194,7 @@ def dataset_id(studio) -> int:
         ({"config": {"training": {"batch_size": "eight"}}}, "config.training.batch_size"),
         ({"config": {"adapter": {"rank": 8}}}, "config.adapter.rank: Extra inputs are not permitted"),
         ({"config": {"training": {"scheduler": "sawtooth"}}}, "config.training.scheduler"),
+        ({"config": {"training": {"fused_loss": {"deep": [[["x" * 10_000]]]}}}}, "config.training.fused_loss"),
         ({"base_model": "/no/such/folder"}, "model.base_model: '/no/such/folder' is not a model folder the studio may load"),
         ({"base_model": "not a model id!"}, "model.base_model"),
         ({"preset": "warp speed"}, "preset: unknown preset 'warp speed'"),
